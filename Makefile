@@ -1,0 +1,45 @@
+# lockstep: `make train` runs the demo fine-tune, `make test` runs the tests.
+# Both set up their own environments on first use (and update them when the pins change).
+
+PYTHON      ?= python3
+VENV        ?= .venv
+PINNED_VENV ?= .venv-pinned
+TARGET      ?= local
+CONFIG      ?= configs/demo.yaml
+PYTEST_ARGS ?=
+
+CPU_PINS    := lockfiles/cpu.in
+PINNED_PINS := lockfiles/cu121-torch251-pypi.in
+
+.PHONY: help train test venv pinned-venv clean
+
+help:
+	@echo "make train [CONFIG=configs/demo.yaml] [TARGET=local]   fine-tune (default: the embedded demo on CPU)"
+	@echo "make test [PYTEST_ARGS=...]                             run the test suite"
+	@echo "make clean                                              remove the virtual environments"
+
+train: $(VENV)/.installed
+	$(VENV)/bin/lockstep train $(CONFIG) --backend $(TARGET)
+
+test: $(VENV)/.installed $(PINNED_VENV)/.installed
+	LOCKSTEP_PINNED_PYTHON="$(abspath $(PINNED_VENV))/bin/python" $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+venv: $(VENV)/.installed
+pinned-venv: $(PINNED_VENV)/.installed
+
+# The current generation (stack `cpu`), plus lockstep itself in editable mode.
+$(VENV)/.installed: $(CPU_PINS) pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r $(CPU_PINS)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+# The library generation pinned for Modal (torch 2.5.1, transformers 4.46.3, trl 0.11.4), for tests.
+$(PINNED_VENV)/.installed: $(PINNED_PINS) pyproject.toml
+	test -x $(PINNED_VENV)/bin/python || $(PYTHON) -m venv $(PINNED_VENV)
+	$(PINNED_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r $(PINNED_PINS)
+	$(PINNED_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+clean:
+	rm -rf $(VENV) $(PINNED_VENV)

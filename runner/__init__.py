@@ -1,0 +1,1 @@
+"""lockstep: run one LLM fine-tune identically anywhere."""

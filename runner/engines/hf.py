@@ -1,0 +1,229 @@
+"""The `hf` engine: transformers model, peft LoRA adapter, trl SFT trainer."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import datasets
+import torch
+import transformers
+from peft import LoraConfig, get_peft_model
+from trl import SFTConfig, SFTTrainer
+
+from runner import data
+from runner.config import BUILTIN_PREFIX, RunConfig
+from runner.engines import Result
+from runner.engines.hf_callbacks import MetricsCallback, ProgressCallback, TokenCounter
+from runner.engines.hf_compat import dtype_argument, sft_config, tokenizer_argument
+from runner.errors import EngineError
+from runner.metrics import MetricsLog
+
+ADAPTER_DIR = "adapter"
+
+
+def train(config: RunConfig, run_dir: Path) -> Result:
+    transformers.logging.set_verbosity_warning()
+    datasets.disable_progress_bars()
+    precision = resolve_precision(config.train.precision)
+    model_path = resolve_model(config.model.name_or_path)
+    tokenizer = load_tokenizer(model_path, config)
+    train_set = _load_split(config.data.train, config, tokenizer)
+    valid_set = _load_split(config.data.valid, config, tokenizer) if config.data.valid else None
+
+    transformers.set_seed(config.train.seed)  # LoRA init draws from the global RNG
+    model = get_peft_model(load_model(model_path, config, precision), lora_config(config))
+    steps = total_steps(config, len(train_set.input_ids))
+    tokens = TokenCounter()
+    metrics = MetricsCallback(MetricsLog(run_dir), tokens)
+    trainer = LockstepTrainer(
+        model=model,
+        args=training_arguments(config, run_dir, precision, steps, has_eval=valid_set is not None),
+        train_dataset=_dataset(train_set),
+        eval_dataset=_dataset(valid_set) if valid_set else None,
+        data_collator=PadCollator(tokenizer.pad_token_id),
+        callbacks=[metrics, ProgressCallback()],
+        **tokenizer_argument(SFTTrainer, tokenizer),
+    )
+    trainer.token_counter = tokens
+    trainer.remove_callback(transformers.PrinterCallback)  # lockstep's bar and metrics replace its raw dict prints
+    started = time.perf_counter()
+    trainer.train()
+    wall = time.perf_counter() - started
+    trainer.save_model(str(run_dir / ADAPTER_DIR))
+    return Result(
+        engine="hf",
+        steps=trainer.state.global_step,
+        train_rows=len(train_set.input_ids),
+        valid_rows=len(valid_set.input_ids) if valid_set else 0,
+        train_tokens=tokens.total,
+        wall_time_s=wall,
+        details={
+            "precision": precision,
+            "device": str(trainer.args.device),
+            "truncated_rows": train_set.truncated,
+            "dropped_rows": train_set.dropped,
+            "trainer_runtime_s": metrics.final.get("train_runtime"),
+        },
+    )
+
+
+def check(config: RunConfig) -> None:
+    """Raise EngineError if this environment cannot run `config`; writes nothing."""
+    resolve_precision(config.train.precision)
+    if config.quantization == "4bit":
+        _require_bitsandbytes()
+
+
+def resolve_model(name_or_path: str) -> str:
+    if name_or_path.startswith(BUILTIN_PREFIX):
+        from runner.demo.tiny_model import ensure_built
+
+        return str(ensure_built(name_or_path[len(BUILTIN_PREFIX) :]))
+    return name_or_path
+
+
+def resolve_precision(requested: str) -> str:
+    cuda = torch.cuda.is_available()
+    if requested == "auto":
+        return "bf16" if cuda and torch.cuda.is_bf16_supported() else ("fp16" if cuda else "fp32")
+    if requested in ("bf16", "fp16") and not cuda:
+        raise EngineError(
+            f"train.precision={requested} needs a CUDA GPU and none is visible here; "
+            "use --set train.precision=fp32 (or auto) for CPU runs"
+        )
+    return requested
+
+
+def load_tokenizer(model_path: str, config: RunConfig) -> Any:
+    tokenizer = transformers.AutoTokenizer.from_pretrained(
+        model_path, revision=config.model.revision, trust_remote_code=config.model.trust_remote_code
+    )
+    if tokenizer.pad_token is None:  # common for Llama-family tokenizers; padding is masked anyway
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(model_path: str, config: RunConfig, precision: str) -> Any:
+    kwargs: dict[str, Any] = {"revision": config.model.revision, "trust_remote_code": config.model.trust_remote_code}
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+    kwargs.update(dtype_argument(dtype))
+    if config.quantization == "4bit":
+        kwargs["quantization_config"] = _four_bit_config(dtype)
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
+    if config.quantization == "4bit":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.train.gradient_checkpointing)
+    elif config.train.gradient_checkpointing:
+        model.enable_input_require_grads()  # frozen embeddings would otherwise cut the gradient path
+    return model
+
+
+def _four_bit_config(dtype: Any) -> Any:
+    _require_bitsandbytes()
+    return transformers.BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype, bnb_4bit_use_double_quant=True
+    )
+
+
+def _require_bitsandbytes() -> None:
+    if not torch.cuda.is_available():
+        raise EngineError("quantization: 4bit needs a CUDA GPU (bitsandbytes); use quantization: none on this machine")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as exc:
+        raise EngineError("quantization: 4bit needs the bitsandbytes package; install it or use a CUDA stack") from exc
+
+
+def lora_config(config: RunConfig) -> LoraConfig:
+    targets = config.lora.target_modules
+    return LoraConfig(
+        r=config.lora.r,
+        lora_alpha=config.lora.alpha,
+        lora_dropout=config.lora.dropout,
+        target_modules=targets[0] if targets == ("all-linear",) else list(targets),
+        task_type="CAUSAL_LM",
+    )
+
+
+def total_steps(config: RunConfig, train_rows: int) -> int:
+    """Optimizer steps of the whole run, fixed up front so every trainer release agrees on it."""
+    if config.train.max_steps is not None:
+        return config.train.max_steps
+    batches = math.ceil(train_rows / config.train.per_device_batch_size)
+    per_epoch = max(batches // config.train.gradient_accumulation, 1)
+    return max(math.ceil(config.train.epochs * per_epoch), 1)
+
+
+def training_arguments(config: RunConfig, run_dir: Path, precision: str, steps: int, *, has_eval: bool) -> Any:
+    t = config.train
+    eval_steps = max(1, round(steps * t.eval_every_percent / 100))
+    return sft_config(
+        SFTConfig,
+        max_seq_len=t.max_seq_len,
+        output_dir=str(run_dir / ".trainer"),
+        max_steps=steps,
+        per_device_train_batch_size=t.per_device_batch_size,
+        per_device_eval_batch_size=t.per_device_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.scheduler,
+        warmup_steps=math.ceil(t.warmup_ratio * steps),
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        seed=t.seed,
+        full_determinism=t.deterministic,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        gradient_checkpointing=t.gradient_checkpointing,
+        logging_steps=t.log_every_steps,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=eval_steps if has_eval else None,
+        eval_on_start=has_eval,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+    )
+
+
+class PadCollator:
+    """Right-pads a batch; padding is masked out of attention and loss."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, features: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        longest = max(len(f["input_ids"]) for f in features)
+        ids, mask, labels = [], [], []
+        for f in features:
+            pad = longest - len(f["input_ids"])
+            ids.append(list(f["input_ids"]) + [self.pad_id] * pad)
+            mask.append([1] * len(f["input_ids"]) + [0] * pad)
+            labels.append(list(f["labels"]) + [data.IGNORE_INDEX] * pad)
+        return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask), "labels": torch.tensor(labels)}
+
+
+def _load_split(ref: str, config: RunConfig, tokenizer: Any) -> data.Tokenized:
+    rows = data.read_jsonl(ref)
+    fmt = data.detect_format(rows, config.data.format, ref)
+    return data.tokenize(rows, fmt, tokenizer, config.train.max_seq_len, ref)
+
+
+def _dataset(split: data.Tokenized) -> datasets.Dataset:
+    return datasets.Dataset.from_dict({"input_ids": split.input_ids, "labels": split.labels})
+
+
+class LockstepTrainer(SFTTrainer):  # type: ignore[misc]
+    """SFTTrainer that counts the real (non-padding) tokens each step trains on."""
+
+    token_counter: TokenCounter | None = None
+
+    def training_step(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        if self.token_counter is not None and "attention_mask" in inputs:
+            self.token_counter.add(int(inputs["attention_mask"].sum()))
+        return super().training_step(model, inputs, *args, **kwargs)

@@ -1,0 +1,39 @@
+"""The one error hierarchy of lockstep: each error carries the exit code the CLI returns."""
+
+from __future__ import annotations
+
+
+class LockstepError(Exception):
+    """A failure the user can act on: the message says what happened and what to do next."""
+
+    exit_code = 1
+
+
+class ConfigError(LockstepError):
+    """The run config is invalid; `problems` lists every problem found, not just the first."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[str], source: str = "config") -> None:
+        self.problems = list(problems)
+        lines = [f"{source}: {len(self.problems)} problem(s) found, nothing was written:"]
+        lines += [f"  - {p}" for p in self.problems]
+        super().__init__("\n".join(lines))
+
+
+class DataError(LockstepError):
+    """Training data cannot be read or does not match the declared format."""
+
+    exit_code = 3
+
+
+class EngineError(LockstepError):
+    """The selected engine cannot run in this environment (missing package, no GPU...)."""
+
+    exit_code = 4
+
+
+class OutputDirError(LockstepError):
+    """The run directory cannot be used as asked (e.g. it belongs to another run)."""
+
+    exit_code = 5

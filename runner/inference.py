@@ -1,0 +1,35 @@
+"""Load a finished run (base model + adapter) and generate text with it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def load(run_dir: Path) -> tuple[Any, Any]:
+    """The run's base model with its trained adapter applied, and its tokenizer."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from runner.engines.hf import ADAPTER_DIR, resolve_model
+
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    base = resolve_model(config["model"]["name_or_path"])
+    tokenizer = AutoTokenizer.from_pretrained(run_dir / ADAPTER_DIR)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), run_dir / ADAPTER_DIR)
+    model.eval()
+    return model, tokenizer
+
+
+def generate(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int = 32) -> str:
+    """Greedy continuation of `prompt`, without the prompt itself."""
+    import torch
+
+    encoded = tokenizer(prompt, return_tensors="pt")
+    # Only these two: some tokenizers add token_type_ids, which causal LMs reject in generate().
+    inputs = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+    with torch.no_grad():
+        output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    return tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)

@@ -1,0 +1,91 @@
+"""The environment fingerprint of a run attempt: which code, packages and machine produced it."""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import importlib.metadata
+import os
+import platform
+import socket
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from runner.config import RunConfig
+
+PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers", "bitsandbytes", "unsloth", "mlx", "mlx-lm")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def collect(config: RunConfig, backend: str) -> dict[str, Any]:
+    stack = os.environ.get("LOCKSTEP_STACK")
+    return {
+        "lockstep_version": _version("lockstep"),
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "backend": backend,
+        "host": socket.gethostname(),
+        "user": _user(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "packages": {name: _version(name) for name in PACKAGES if _version(name)},
+        "cuda": _cuda(),
+        "stack": stack,
+        "lock_sha256": _lock_sha256(stack),
+        "git": _git(),
+        "config_sha256": config.sha256(),
+    }
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _cuda() -> dict[str, Any] | None:
+    if "torch" not in sys.modules and _version("torch") is None:
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        return {"available": False, "torch_cuda": torch.version.cuda}
+    return {
+        "available": True,
+        "torch_cuda": torch.version.cuda,
+        "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+    }
+
+
+def _lock_sha256(stack: str | None) -> str | None:
+    if not stack:
+        return None
+    lock = REPO_ROOT / "lockfiles" / f"{stack}.txt"
+    return hashlib.sha256(lock.read_bytes()).hexdigest() if lock.is_file() else None
+
+
+def _git() -> dict[str, Any] | None:
+    """The commit of the lockstep checkout that ran, and whether it had local changes."""
+    def run(*args: str) -> str | None:
+        try:
+            result = subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return result.stdout.strip() if result.returncode == 0 else None
+
+    commit = run("rev-parse", "HEAD")
+    if commit is None:
+        return None
+    return {"commit": commit, "dirty": bool(run("status", "--porcelain", "--untracked-files=no"))}
+
+
+def _user() -> str | None:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return None
