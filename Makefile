@@ -11,11 +11,12 @@ PYTEST_ARGS ?=
 CPU_PINS    := lockfiles/cpu.in
 PINNED_PINS := lockfiles/cu121-torch251-pypi.in
 
-.PHONY: help train test venv pinned-venv clean
+.PHONY: help train test bench venv pinned-venv clean
 
 help:
 	@echo "make train [CONFIG=configs/demo.yaml] [TARGET=local]   fine-tune (default: the embedded demo on CPU)"
 	@echo "make test [PYTEST_ARGS=...]                             run the test suite"
+	@echo "make bench                                              run the benchmarks (results in runs/bench/)"
 	@echo "make clean                                              remove the virtual environments"
 
 train: $(VENV)/.installed
@@ -23,6 +24,11 @@ train: $(VENV)/.installed
 
 test: $(VENV)/.installed $(PINNED_VENV)/.installed
 	LOCKSTEP_PINNED_PYTHON="$(abspath $(PINNED_VENV))/bin/python" $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# Benchmarks report numbers (and keep them as JSON); they are not pass/fail speed tests.
+bench: $(VENV)/.installed
+	mkdir -p runs/bench
+	$(VENV)/bin/python -m pytest tests/bench -s --benchmark-json=runs/bench/latest.json $(PYTEST_ARGS)
 
 venv: $(VENV)/.installed
 pinned-venv: $(PINNED_VENV)/.installed

@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         entrypoint.main(config, backend=args.backend, fresh=args.fresh)
         return 0
     except LockstepError as exc:
-        print(f"lockstep: error: {exc}", file=sys.stderr)
+        print(f"lockstep: {exc.label}: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("lockstep: interrupted", file=sys.stderr)

@@ -19,6 +19,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from runner.errors import ConfigError
+from runner.signals import ALLOWED_SIGNALS, DEFAULT_SIGNALS
 
 BUILTIN_PREFIX = "builtin:"
 
@@ -76,6 +77,7 @@ class CheckpointConfig:
     every_percent: float = 10.0
     every_minutes: float | None = None
     keep_last: int = 3
+    signals: tuple[str, ...] = DEFAULT_SIGNALS  # SIGUSR1 only on request: NCCL uses it
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,7 +119,13 @@ _RANGES: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
     ("checkpoint", "every_percent"): (lambda v: 0 < v <= 100, "in (0, 100]"),
     ("checkpoint", "every_minutes"): (lambda v: v is None or v > 0, "greater than 0"),
     ("checkpoint", "keep_last"): (lambda v: v >= 1, "at least 1"),
+    ("checkpoint", "signals"): (lambda v: set(v) <= set(ALLOWED_SIGNALS), f"names from {', '.join(ALLOWED_SIGNALS)}"),
 }
+
+# Keys whose change cannot alter the training trajectory: a run may resume across them.
+RESUME_SAFE_KEYS = frozenset(
+    {"output_dir", "train.log_every_steps", "checkpoint.every_percent", "checkpoint.every_minutes", "checkpoint.keep_last", "checkpoint.signals"}
+)
 
 
 def load(path: str | Path, overrides: typing.Sequence[str] = ()) -> RunConfig:
@@ -301,6 +309,18 @@ def _check_paths(config: RunConfig) -> list[str]:
     elif model.startswith((".", "/", "~")) and not Path(model).expanduser().is_dir():
         problems.append(f"model.name_or_path: directory not found: {model}")
     return problems
+
+
+def changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted names of the leaf values that differ between two config dicts."""
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed += changed_keys(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changed.append(f"{prefix}{key}")
+    return changed
 
 
 def builtin_path(ref: str) -> Path:

@@ -1,4 +1,8 @@
-"""The in-job entry point, the same on every backend: run directory, manifest, engine, report."""
+"""The in-job entry point, the same on every backend: run directory, resume, manifest, engine, report.
+
+Starting a run whose directory already holds one continues it: from its newest valid
+checkpoint, or from the start if it has none. A finished run is left as it is.
+"""
 
 from __future__ import annotations
 
@@ -10,34 +14,74 @@ from typing import Any
 
 import yaml
 
-from runner import engines, manifest, report
-from runner.config import RunConfig
-from runner.errors import OutputDirError
+from runner import distributed, engines, manifest, metrics, report
+from runner.checkpoint import Checkpoint, CheckpointStore, StorageHook
+from runner.config import RESUME_SAFE_KEYS, RunConfig, changed_keys
+from runner.errors import OutputDirError, ResumeRefused, StoppedForRequeue
+from runner.signals import StopFlag, stop_on
 
 CONFIG_FILE = "config.yaml"
 MANIFEST_FILE = "manifest.json"
+ATTEMPTS_FILE = "attempts.jsonl"
 
 
-def main(config: RunConfig, *, backend: str = "local", fresh: bool = False) -> dict[str, Any]:
-    """Train `config` into its run directory and return the run's summary."""
+def main(
+    config: RunConfig, *, backend: str = "local", fresh: bool = False, after_checkpoint: StorageHook | None = None
+) -> dict[str, Any]:
+    """Train `config` into its run directory (resuming it if needed) and return the run's summary.
+
+    In a multi-process run, rank 0 prepares the directory and writes every file in it; the
+    other ranks wait for it, then train from the same checkpoint.
+    """
     engines.check(config)  # environment problems surface before anything is written
     run_dir = Path(config.output_dir)
-    previous = report.load_summary(run_dir)
-    if previous is not None and not fresh:
-        say(f"run already complete in {run_dir}; nothing to do (--fresh trains it again, keeping the old one)")
-        return previous
-    if _has_content(run_dir):
-        moved = move_aside(run_dir)
-        say(f"moved the earlier run out of the way to {moved}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    (run_dir / MANIFEST_FILE).write_text(json.dumps(manifest.collect(config, backend), indent=2) + "\n")
-    result = engines.train(config, run_dir)
+    main_rank = distributed.is_main()
+    if main_rank:
+        _prepare(config, run_dir, fresh)
+    distributed.barrier()
+    finished = report.load_summary(run_dir)
+    if finished is not None:
+        if main_rank:
+            say(f"run already complete in {run_dir}; nothing to do (--fresh trains it again, keeping the old one)")
+        return finished
+
+    meta: dict[str, Any] = {}
+    if main_rank:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        resume = _find_resume_point(run_dir)
+        (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        fingerprint = _record_attempt(config, backend, run_dir, resume)
+        meta = {key: fingerprint[key] for key in ("config_sha256", "lock_sha256", "data_sha256", "attempt")}
+    distributed.barrier()
+    if not main_rank:
+        resume, _ = CheckpointStore(run_dir).newest_valid()  # rank 0 has removed what was unusable
+
+    context = engines.TrainContext(
+        run_dir=run_dir,
+        store=CheckpointStore(run_dir),
+        resume_from=resume,
+        stop=StopFlag(),
+        checkpoint_meta=meta,
+        after_checkpoint=after_checkpoint,
+    )
+    with stop_on(config.checkpoint.signals, context.stop):
+        result = engines.train(config, context)
+    if result.stopped:
+        if main_rank:
+            report.write_progress(run_dir)
+        raise StoppedForRequeue(
+            f"{context.stop.signal_name} received: checkpoint written at step {result.steps} in {run_dir}; "
+            "run the same command again (or let the scheduler requeue it) to continue from there"
+        )
+    if not main_rank:
+        return {"steps": result.steps}
     summary = report.write(
         run_dir,
         {
             "engine": result.engine,
             "steps": result.steps,
+            "attempts": meta["attempt"],
+            "world_size": distributed.world_size(),
             "train_rows": result.train_rows,
             "valid_rows": result.valid_rows,
             "train_tokens": result.train_tokens,
@@ -48,6 +92,70 @@ def main(config: RunConfig, *, backend: str = "local", fresh: bool = False) -> d
     )
     say(_describe(run_dir, summary))
     return summary
+
+
+def _prepare(config: RunConfig, run_dir: Path, fresh: bool) -> None:
+    """Move the old run aside for --fresh, or check that the existing run may be continued."""
+    if fresh and _has_content(run_dir):
+        say(f"--fresh: moved the earlier run to {move_aside(run_dir)}")
+    elif _has_content(run_dir):
+        _check_same_run(config, run_dir)
+
+
+def _check_same_run(config: RunConfig, run_dir: Path) -> None:
+    """Refuse to continue a run with a config that would train differently; warn on harmless changes."""
+    previous_file = run_dir / CONFIG_FILE
+    if not previous_file.is_file():
+        raise OutputDirError(
+            f"output_dir {run_dir} is not empty and holds no lockstep run; choose a new directory, "
+            "or pass --fresh to move its contents aside"
+        )
+    changed = changed_keys(yaml.safe_load(previous_file.read_text()) or {}, config.to_dict())
+    blocking = [key for key in changed if key not in RESUME_SAFE_KEYS] + _changed_data(config, run_dir)
+    if blocking:
+        raise ResumeRefused(
+            f"the run in {run_dir} was started with a different {', '.join(blocking)}; continuing would not "
+            "reproduce it. Restore the original values (see its config.yaml), choose another output_dir, "
+            "or pass --fresh to start over (the old run is moved aside, not deleted)"
+        )
+    if changed:
+        say(f"continuing with changed {', '.join(changed)} (these do not alter training)")
+
+
+def _changed_data(config: RunConfig, run_dir: Path) -> list[str]:
+    """Data files whose contents differ from those the run started with (same path, new data)."""
+    try:
+        before = json.loads((run_dir / MANIFEST_FILE).read_text()).get("data_sha256") or {}
+    except (OSError, ValueError):
+        return []  # no fingerprint to compare with; the config comparison still applies
+    now = manifest.data_sha256(config)
+    return [f"data.{split} (file contents)" for split in now if split in before and before[split] != now[split]]
+
+
+def _find_resume_point(run_dir: Path) -> Checkpoint | None:
+    store = CheckpointStore(run_dir)
+    for leftover in store.remove_abandoned():
+        say(f"removed an unfinished checkpoint save: {leftover.name}")
+    newest, rejected = store.newest_valid()
+    for bad in rejected:
+        say(f"checkpoint {bad.path.name} is unusable: {bad.reason}; falling back to an earlier one")
+    dropped = metrics.truncate_after(run_dir, newest.step if newest else -1)
+    if newest is not None:
+        say(f"resuming from {newest.path.name} (step {newest.step})")
+    elif dropped:
+        say("no usable checkpoint: starting the run over from step 0")
+    return newest
+
+
+def _record_attempt(config: RunConfig, backend: str, run_dir: Path, resume: Checkpoint | None) -> dict[str, Any]:
+    """manifest.json describes the latest attempt; attempts.jsonl keeps every attempt's."""
+    attempts = run_dir / ATTEMPTS_FILE
+    number = 1 + (len(attempts.read_text().splitlines()) if attempts.is_file() else 0)
+    fingerprint = manifest.collect(config, backend) | {"attempt": number, "resumed_from_step": resume.step if resume else None}
+    (run_dir / MANIFEST_FILE).write_text(json.dumps(fingerprint, indent=2) + "\n")
+    with attempts.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(fingerprint) + "\n")
+    return fingerprint
 
 
 def move_aside(run_dir: Path) -> Path:
@@ -73,7 +181,7 @@ def _has_content(run_dir: Path) -> bool:
 
 def _describe(run_dir: Path, summary: dict[str, Any]) -> str:
     lines = [f"run complete: {run_dir}"]
-    for key in ("steps", "final_train_loss", "first_eval_loss", "final_eval_loss", "eval_loss_drop", "wall_time_s", "tokens_per_s"):
+    for key in ("steps", "attempts", "final_train_loss", "first_eval_loss", "final_eval_loss", "eval_loss_drop", "wall_time_s", "tokens_per_s"):
         if summary.get(key) is not None:
             lines.append(f"  {key:<18} {summary[key]}")
     return "\n".join(lines)

@@ -7,6 +7,7 @@ class LockstepError(Exception):
     """A failure the user can act on: the message says what happened and what to do next."""
 
     exit_code = 1
+    label = "error"  # how the CLI introduces the message
 
 
 class ConfigError(LockstepError):
@@ -37,3 +38,26 @@ class OutputDirError(LockstepError):
     """The run directory cannot be used as asked (e.g. it belongs to another run)."""
 
     exit_code = 5
+
+
+class CheckpointError(LockstepError):
+    """A checkpoint could not be written; earlier checkpoints are intact."""
+
+    exit_code = 6
+
+
+class ResumeRefused(LockstepError):
+    """The run directory holds a run started with a config that would train differently."""
+
+    exit_code = 7
+
+
+class StoppedForRequeue(LockstepError):
+    """A stop signal arrived; a checkpoint was written and the run can continue from it.
+
+    Exit code 75 (EX_TEMPFAIL): "checkpointed, requeue me". Schedulers and wrappers restart
+    the same command, which resumes from that checkpoint.
+    """
+
+    exit_code = 75
+    label = "stopped"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import getpass
-import hashlib
 import importlib.metadata
 import os
 import platform
@@ -15,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from runner.config import RunConfig
+from runner.data import resolve_path
+from runner.hashing import file_sha256
 
 PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers", "bitsandbytes", "unsloth", "mlx", "mlx-lm")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -38,7 +39,15 @@ def collect(config: RunConfig, backend: str) -> dict[str, Any]:
         "lock_sha256": _lock_sha256(stack),
         "git": _git(),
         "config_sha256": config.sha256(),
+        "data_sha256": data_sha256(config),
     }
+
+
+def data_sha256(config: RunConfig) -> dict[str, str]:
+    """The sha256 of each data file: a resumed run must notice data changed under the same path."""
+    refs = {"train": config.data.train, "valid": config.data.valid}
+    return {split: file_sha256(resolve_path(ref)) for split, ref in refs.items() if ref}
+
 
 
 def _version(distribution: str) -> str | None:
@@ -66,7 +75,7 @@ def _lock_sha256(stack: str | None) -> str | None:
     if not stack:
         return None
     lock = REPO_ROOT / "lockfiles" / f"{stack}.txt"
-    return hashlib.sha256(lock.read_bytes()).hexdigest() if lock.is_file() else None
+    return file_sha256(lock) if lock.is_file() else None
 
 
 def _git() -> dict[str, Any] | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 from pathlib import Path
@@ -29,10 +30,30 @@ class MetricsLog:
 
 
 def read(run_dir: Path) -> list[dict[str, Any]]:
+    """Every complete row; a last line torn by a crash mid-write is ignored."""
     path = run_dir / METRICS_FILE
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for line in path.read_text().splitlines(keepends=True):
+        if not line.endswith("\n"):
+            break
+        if line.strip():
+            rows.append(json.loads(line))
+    return rows
+
+
+def truncate_after(run_dir: Path, step: int) -> int:
+    """Drop the rows logged after `step` (work lost with a crash) so a resumed run logs them once; return how many."""
+    rows = read(run_dir)
+    kept = [row for row in rows if row["step"] <= step]
+    path = run_dir / METRICS_FILE
+    if not path.exists():
+        return 0
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text("".join(json.dumps(row) + "\n" for row in kept))
+    os.replace(temporary, path)
+    return len(rows) - len(kept)
 
 
 def peak_memory_mb() -> float:

@@ -23,6 +23,13 @@ def write(run_dir: Path, extra: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
+def write_progress(run_dir: Path) -> None:
+    """Outputs of an unfinished run: the curves so far, but no summary (a summary means finished)."""
+    rows = metrics.read(run_dir)
+    write_csv(run_dir, rows)
+    write_plots(run_dir, rows)
+
+
 def load_summary(run_dir: Path) -> dict[str, Any] | None:
     """The summary of a finished run, or None if the run has not finished."""
     path = run_dir / SUMMARY_FILE

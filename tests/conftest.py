@@ -14,10 +14,21 @@ DEMO_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
 
 
 def run_lockstep(*args: str, python: str = sys.executable, cwd: Path = REPO_ROOT, timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
     return subprocess.run(
-        [python, "-m", "runner", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+        [python, "-m", "runner", *args], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout
     )
+
+
+def start_lockstep(*args: str, stderr_to: Path, python: str = sys.executable) -> subprocess.Popen[bytes]:
+    """Start `lockstep` without waiting, its stderr going to a file (a pipe could fill and block it)."""
+    with stderr_to.open("wb") as stderr:
+        return subprocess.Popen(
+            [python, "-m", "runner", *args], cwd=REPO_ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=stderr
+        )
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=str(REPO_ROOT))
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Builds the demo's tiny Llama model (random weights) and a BPE tokenizer trained on the demo data.
+"""Builds the built-in Llama models (random weights) and a BPE tokenizer trained on the demo data.
 
 The result is saved in standard Hugging Face format, so it loads through the same
 `from_pretrained` path as a real model. Building is deterministic and cached: the cache
@@ -15,7 +15,6 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).parent
-MODEL_CONFIG = HERE / "tiny-llama.json"
 TRAIN_FILE = HERE / "data" / "train.jsonl"
 SPECIAL_TOKENS = {"pad_token": "<|pad|>", "bos_token": "<|bos|>", "eos_token": "<|eos|>"}
 # A minimal chat template so the `messages` data format works with the demo model too.
@@ -37,7 +36,7 @@ def ensure_built(name: str = "tiny-llama") -> Path:
     import transformers
 
     key = hashlib.sha256()
-    for part in (BUILD_VERSION, transformers.__version__, MODEL_CONFIG.read_text(), TRAIN_FILE.read_text()):
+    for part in (BUILD_VERSION, transformers.__version__, model_config(name).read_text(), TRAIN_FILE.read_text()):
         key.update(part.encode())
     target = cache_dir() / f"{name}-{key.hexdigest()[:12]}"
     if (target / "config.json").is_file():
@@ -46,7 +45,7 @@ def ensure_built(name: str = "tiny-llama") -> Path:
     # Build beside the target and rename: a concurrent or interrupted build never leaves half a model.
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        build(staging)
+        build(staging, name)
         try:
             staging.rename(target)
         except OSError:
@@ -57,18 +56,23 @@ def ensure_built(name: str = "tiny-llama") -> Path:
     return target
 
 
+def model_config(name: str) -> Path:
+    """The Llama config of the built-in model `name` (tiny-llama, small-llama)."""
+    return HERE / f"{name}.json"
+
+
 def training_texts() -> list[str]:
     rows = [json.loads(line) for line in TRAIN_FILE.read_text().splitlines() if line.strip()]
     return [row["prompt"] + row["completion"] for row in rows]
 
 
-def build(out_dir: Path) -> None:
+def build(out_dir: Path, name: str = "tiny-llama") -> None:
     """Write tokenizer and randomly initialised model into `out_dir`."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    settings = json.loads(MODEL_CONFIG.read_text())
+    settings = json.loads(model_config(name).read_text())
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()

@@ -1,4 +1,4 @@
-"""Engine selection. Each engine module exposes `check(config)` and `train(config, run_dir) -> Result`; imported lazily."""
+"""Engine selection. Each engine module exposes `check(config)` and `train(config, context) -> Result`; imported lazily."""
 
 from __future__ import annotations
 
@@ -10,11 +10,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runner.checkpoint import Checkpoint, CheckpointStore, StorageHook
 from runner.config import RunConfig
 from runner.errors import EngineError
+from runner.signals import StopFlag
 
 # Engines this release implements, by config name.
 ENGINES = {"hf": "runner.engines.hf"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainContext:
+    """What the entry point hands an engine besides the config."""
+
+    run_dir: Path
+    store: CheckpointStore
+    resume_from: Checkpoint | None
+    stop: StopFlag
+    checkpoint_meta: dict[str, Any]  # recorded in every checkpoint's marker (config and lock hashes)
+    after_checkpoint: StorageHook | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -24,7 +38,8 @@ class Result:
     train_rows: int
     valid_rows: int
     train_tokens: int  # non-padding tokens consumed by training steps
-    wall_time_s: float  # the training loop alone (model loading excluded)
+    wall_time_s: float  # this attempt's training loop alone (model loading excluded)
+    stopped: bool  # a stop signal ended the run early, after a checkpoint
     details: dict[str, Any]
 
 
@@ -48,8 +63,8 @@ def check(config: RunConfig) -> None:
     _module(config).check(config)
 
 
-def train(config: RunConfig, run_dir: Path) -> Result:
-    return _module(config).train(config, run_dir)
+def train(config: RunConfig, context: TrainContext) -> Result:
+    return _module(config).train(config, context)
 
 
 def _module(config: RunConfig) -> Any:

@@ -15,8 +15,10 @@ from trl import SFTConfig, SFTTrainer
 
 from runner import data
 from runner.config import BUILTIN_PREFIX, RunConfig
-from runner.engines import Result
+from runner.checkpoint import Policy
+from runner.engines import Result, TrainContext
 from runner.engines.hf_callbacks import MetricsCallback, ProgressCallback, TokenCounter
+from runner.engines.hf_checkpoint import Checkpointer, SaveTrigger
 from runner.engines.hf_compat import dtype_argument, sft_config, tokenizer_argument
 from runner.errors import EngineError
 from runner.metrics import MetricsLog
@@ -24,7 +26,7 @@ from runner.metrics import MetricsLog
 ADAPTER_DIR = "adapter"
 
 
-def train(config: RunConfig, run_dir: Path) -> Result:
+def train(config: RunConfig, context: TrainContext) -> Result:
     transformers.logging.set_verbosity_warning()
     datasets.disable_progress_bars()
     precision = resolve_precision(config.train.precision)
@@ -36,23 +38,34 @@ def train(config: RunConfig, run_dir: Path) -> Result:
     transformers.set_seed(config.train.seed)  # LoRA init draws from the global RNG
     model = get_peft_model(load_model(model_path, config, precision), lora_config(config))
     steps = total_steps(config, len(train_set.input_ids))
+    policy = Policy(every_percent=config.checkpoint.every_percent, every_minutes=config.checkpoint.every_minutes, total_steps=steps)
     tokens = TokenCounter()
-    metrics = MetricsCallback(MetricsLog(run_dir), tokens)
+    metrics = MetricsCallback(MetricsLog(context.run_dir), tokens)
+    resume = context.resume_from
     trainer = LockstepTrainer(
         model=model,
-        args=training_arguments(config, run_dir, precision, steps, has_eval=valid_set is not None),
+        args=training_arguments(config, context.run_dir, precision, steps, has_eval=valid_set is not None, resuming=resume is not None),
         train_dataset=_dataset(train_set),
         eval_dataset=_dataset(valid_set) if valid_set else None,
         data_collator=PadCollator(tokenizer.pad_token_id),
-        callbacks=[metrics, ProgressCallback()],
+        callbacks=[metrics, SaveTrigger(policy, context.stop), progress := ProgressCallback()],
         **tokenizer_argument(SFTTrainer, tokenizer),
     )
     trainer.token_counter = tokens
+    trainer.checkpointer = checkpointer = Checkpointer(
+        context.store, policy, keep_last=config.checkpoint.keep_last, meta=context.checkpoint_meta,
+        after_checkpoint=context.after_checkpoint,
+    )
     trainer.remove_callback(transformers.PrinterCallback)  # lockstep's bar and metrics replace its raw dict prints
     started = time.perf_counter()
-    trainer.train()
+    try:
+        trainer.train(resume_from_checkpoint=str(resume.path) if resume else None)
+    finally:
+        progress.close()  # the trainer skips on_train_end when a step or a save raises
     wall = time.perf_counter() - started
-    trainer.save_model(str(run_dir / ADAPTER_DIR))
+    stopped = context.stop.requested and trainer.state.global_step < steps
+    if not stopped:
+        trainer.save_model(str(context.run_dir / ADAPTER_DIR))
     return Result(
         engine="hf",
         steps=trainer.state.global_step,
@@ -60,12 +73,16 @@ def train(config: RunConfig, run_dir: Path) -> Result:
         valid_rows=len(valid_set.input_ids) if valid_set else 0,
         train_tokens=tokens.total,
         wall_time_s=wall,
+        stopped=stopped,
         details={
             "precision": precision,
             "device": str(trainer.args.device),
             "truncated_rows": train_set.truncated,
             "dropped_rows": train_set.dropped,
-            "trainer_runtime_s": metrics.final.get("train_runtime"),
+            "resumed_from_step": resume.step if resume else None,
+            "checkpoints_saved": checkpointer.saved,
+            "checkpoint_time_s": round(checkpointer.seconds, 3),
+            "checkpoint_share": round(checkpointer.seconds / wall, 4) if wall else None,
         },
     )
 
@@ -158,7 +175,9 @@ def total_steps(config: RunConfig, train_rows: int) -> int:
     return max(math.ceil(config.train.epochs * per_epoch), 1)
 
 
-def training_arguments(config: RunConfig, run_dir: Path, precision: str, steps: int, *, has_eval: bool) -> Any:
+def training_arguments(
+    config: RunConfig, run_dir: Path, precision: str, steps: int, *, has_eval: bool, resuming: bool
+) -> Any:
     t = config.train
     eval_steps = max(1, round(steps * t.eval_every_percent / 100))
     return sft_config(
@@ -182,12 +201,14 @@ def training_arguments(config: RunConfig, run_dir: Path, precision: str, steps: 
         logging_steps=t.log_every_steps,
         eval_strategy="steps" if has_eval else "no",
         eval_steps=eval_steps if has_eval else None,
-        eval_on_start=has_eval,
-        save_strategy="no",
+        eval_on_start=has_eval and not resuming,  # a resumed run already has its step-0 evaluation
+        save_strategy="no",  # lockstep's SaveTrigger decides when; Checkpointer writes atomically
         report_to="none",
         disable_tqdm=True,
         remove_unused_columns=False,
         dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),  # pinning without a GPU only warns
+        use_cpu=not torch.cuda.is_available(),  # also what makes a multi-process CPU run (torchrun) use DDP
     )
 
 
@@ -219,9 +240,15 @@ def _dataset(split: data.Tokenized) -> datasets.Dataset:
 
 
 class LockstepTrainer(SFTTrainer):  # type: ignore[misc]
-    """SFTTrainer that counts the real (non-padding) tokens each step trains on."""
+    """SFTTrainer that saves through lockstep's atomic checkpoints and counts real (non-padding) tokens."""
 
     token_counter: TokenCounter | None = None
+    checkpointer: Checkpointer | None = None
+
+    def _save_checkpoint(self, model: Any, trial: Any, *args: Any, **kwargs: Any) -> None:
+        # Replaces the trainer's in-place `checkpoint-N` writer; called after evaluation, as the original is.
+        if self.checkpointer is not None:
+            self.checkpointer.save(self)
 
     def training_step(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         if self.token_counter is not None and "attention_mask" in inputs:

@@ -34,13 +34,14 @@ class MetricsCallback(TrainerCallback):
         self.log = log
         self.tokens = tokens
         self.last_time = time.perf_counter()
-        self.final: dict[str, Any] = {}
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.last_time = time.perf_counter()
         self.tokens.take()
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        if not state.is_world_process_zero:
+            return  # one writer for metrics.jsonl
         logs = logs or {}
         common = {"step": state.global_step, "epoch": _round(state.epoch), "memory_mb": round(peak_memory_mb(), 1)}
         if "loss" in logs:
@@ -58,8 +59,6 @@ class MetricsCallback(TrainerCallback):
             self.log.append(**common, eval_loss=float(logs["eval_loss"]))
             # Evaluation time is not training time: restart the throughput clock.
             self.last_time = time.perf_counter()
-        if "train_runtime" in logs:
-            self.final = dict(logs)
 
 
 class ProgressCallback(TrainerCallback):
@@ -87,6 +86,9 @@ class ProgressCallback(TrainerCallback):
         self.bar.set_postfix(self.postfix, refresh=False)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None

@@ -18,6 +18,9 @@ def sft_config(sft_config_cls: type, *, max_seq_len: int, **common: Any) -> Any:
     kwargs = dict(common)
     # trl <= 0.19 calls it max_seq_length; later releases call it max_length.
     kwargs["max_seq_length" if "max_seq_length" in fields else "max_length"] = max_seq_len
+    # transformers 5 renamed gradient_checkpointing to activation_checkpointing; the old name warns.
+    if "activation_checkpointing" in fields and "gradient_checkpointing" in kwargs:
+        kwargs["activation_checkpointing"] = kwargs.pop("gradient_checkpointing")
     kwargs["packing"] = False
     kwargs["dataset_kwargs"] = {"skip_prepare_dataset": True}
     unknown = sorted(set(kwargs) - fields)

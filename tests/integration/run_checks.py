@@ -1,12 +1,20 @@
-"""Checks every output a finished run directory must have; shared by the end-to-end tests."""
+"""Checks on run directories and on running `lockstep` processes; shared by the integration tests."""
 
 from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+import torch
 import yaml
+from safetensors.torch import load_file
+
+from runner import checkpoint, metrics
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -55,3 +63,46 @@ from runner.inference import generate, load
 model, tokenizer = load(Path(sys.argv[1]))
 print(generate(model, tokenizer, "### Instruction:\\nWhat is the capital of France?\\n### Response:\\n"))
 """
+
+
+# What must match between an interrupted run and an uninterrupted one (speed and memory need not).
+COMPARED = ("step", "epoch", "loss", "eval_loss", "lr", "grad_norm")
+
+
+def trajectory(run_dir: Path) -> list[tuple]:
+    return [tuple(row[key] for key in COMPARED) for row in metrics.read(run_dir)]
+
+
+def adapter_tensors(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
+
+
+def assert_same_training(run_dir: Path, reference: Path, context: str = "") -> None:
+    """Same per-step losses, evaluations and learning rates, and bitwise-identical adapter tensors."""
+    assert trajectory(run_dir) == trajectory(reference), f"per-step metrics differ {context}"
+    expected, actual = adapter_tensors(reference), adapter_tensors(run_dir)
+    assert expected.keys() == actual.keys()
+    different = [name for name in expected if not torch.equal(expected[name], actual[name])]
+    assert not different, f"adapter tensors differ {context}: {different[:5]}"
+
+
+def logged_step(run_dir: Path) -> int:
+    return max((row["step"] for row in metrics.read(run_dir)), default=0)
+
+
+def staging_dirs(run_dir: Path) -> list[str]:
+    try:
+        return [name for name in os.listdir(run_dir / "checkpoints") if name.startswith(checkpoint.STAGING_PREFIX)]
+    except FileNotFoundError:
+        return []
+
+
+def wait_until(condition: Callable[[], object], process: subprocess.Popen, what: str, timeout: float = 180, pause: float = 0.002) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            raise AssertionError(f"lockstep exited ({process.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(pause)

@@ -1,0 +1,233 @@
+"""Atomic checkpoints: staged beside their final place, verified by a marker, renamed into place.
+
+A checkpoint is the directory `checkpoints/step-NNNNNNNN` holding a marker file
+(`COMPLETE.json`) with the sha256 of every other file. The marker is written last and the
+directory renamed into place after it, so a checkpoint without a valid marker never
+existed: a crash at any moment leaves either the previous set of checkpoints or the new one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runner.errors import CheckpointError
+from runner.hashing import file_sha256
+
+MARKER = "COMPLETE.json"
+STAGING_PREFIX = ".staging-"
+TRASH_PREFIX = ".trash-"
+NAME = re.compile(r"^step-(\d{8})$")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    step: int
+    path: Path
+
+
+@dataclass(frozen=True)
+class Rejected:
+    path: Path
+    reason: str
+
+
+class CheckpointStore:
+    """The checkpoints of one run directory."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.root = run_dir / "checkpoints"
+
+    def staging_dir(self, step: int) -> Path:
+        # A fixed name, so every rank of a multi-process run writes into the same directory.
+        return self.root / f"{STAGING_PREFIX}step-{step:08d}"
+
+    def start(self, step: int) -> Path:
+        """An empty staging directory for the checkpoint of `step`."""
+        staging = self.staging_dir(step)
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        return staging
+
+    def commit(self, step: int, meta: dict[str, Any]) -> Checkpoint:
+        """Seal the staging directory of `step` with its marker and move it into place."""
+        staging = self.staging_dir(step)
+        files = {}
+        for path in sorted(p for p in staging.rglob("*") if p.is_file()):
+            files[path.relative_to(staging).as_posix()] = {"sha256": file_sha256(path), "size": path.stat().st_size}
+            _fsync_file(path)
+        marker = {"step": step, "files": files, **meta}
+        _write_synced(staging / MARKER, json.dumps(marker, indent=2, sort_keys=True))
+        _fsync_dir(staging)
+        final = self.root / f"step-{step:08d}"
+        if final.exists():
+            # Only an invalid checkpoint of this step can be here (a resume from an older one
+            # reached this step again), so a crash between the two renames loses nothing valid.
+            trash = self.root / f"{TRASH_PREFIX}{final.name}"
+            shutil.rmtree(trash, ignore_errors=True)
+            final.rename(trash)
+            staging.rename(final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            staging.rename(final)
+        _fsync_dir(self.root)
+        return Checkpoint(step, final)
+
+    def abandon(self, step: int) -> None:
+        shutil.rmtree(self.staging_dir(step), ignore_errors=True)
+
+    def remove_abandoned(self) -> list[Path]:
+        """Delete staging and trash directories left by a crash; return what was removed."""
+        if not self.root.is_dir():
+            return []
+        leftovers = [p for p in self.root.iterdir() if p.name.startswith((STAGING_PREFIX, TRASH_PREFIX))]
+        for path in leftovers:
+            shutil.rmtree(path, ignore_errors=True)
+        return leftovers
+
+    def candidates(self) -> list[Checkpoint]:
+        """Every checkpoint directory by name, newest first, valid or not."""
+        if not self.root.is_dir():
+            return []
+        found = [Checkpoint(int(m.group(1)), p) for p in self.root.iterdir() if (m := NAME.match(p.name))]
+        return sorted(found, key=lambda c: c.step, reverse=True)
+
+    def newest_valid(self) -> tuple[Checkpoint | None, list[Rejected]]:
+        """The newest checkpoint that verifies, and the newer ones that did not (with why)."""
+        rejected = []
+        for checkpoint in self.candidates():
+            problem = verify(checkpoint.path)
+            if problem is None:
+                return checkpoint, rejected
+            rejected.append(Rejected(checkpoint.path, problem))
+        return None, rejected
+
+    def retain(self, keep_last: int) -> list[Path]:
+        """Delete all but the newest `keep_last` valid checkpoints, and invalid ones older than those."""
+        kept = 0
+        removed = []
+        for checkpoint in self.candidates():
+            if kept < keep_last and verify(checkpoint.path) is None:
+                kept += 1
+                continue
+            if kept == 0:
+                continue  # never delete anything newer than the newest valid checkpoint
+            shutil.rmtree(checkpoint.path, ignore_errors=True)
+            removed.append(checkpoint.path)
+        return removed
+
+
+class Policy:
+    """When to save: every N% of the run's optimizer steps, every M minutes, and at the last step."""
+
+    def __init__(
+        self, *, every_percent: float, every_minutes: float | None, total_steps: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.interval = max(1, round(total_steps * every_percent / 100))
+        self.total_steps = total_steps
+        self.every_s = every_minutes * 60 if every_minutes else None
+        self.clock = clock
+        self.last_save = clock()
+
+    def due(self, step: int) -> bool:
+        if step >= self.total_steps or step % self.interval == 0:
+            return True
+        return self.every_s is not None and self.clock() - self.last_save >= self.every_s
+
+    def saved(self) -> None:
+        self.last_save = self.clock()
+
+
+StorageHook = Callable[[Path], None]
+
+
+def call_storage_hook(hook: StorageHook, path: Path, attempts: int = 3, delay_s: float = 2.0) -> None:
+    """Run the after-checkpoint hook (e.g. a volume commit), retrying with backoff; never swallow a failure."""
+    for attempt in range(1, attempts + 1):
+        try:
+            hook(path)
+            return
+        except Exception as exc:  # any failure of user/back-end code counts; it is re-raised below
+            last = exc
+            print(f"lockstep: storage hook failed after {path.name} (attempt {attempt}/{attempts}): {exc!r}", file=sys.stderr)
+            if attempt < attempts:
+                time.sleep(delay_s * 2 ** (attempt - 1))
+    raise CheckpointError(
+        f"the storage hook failed {attempts} times after saving {path}: {last!r}. The checkpoint is complete on "
+        "local disk but may not have reached persistent storage; fix the storage, then run the same command to resume."
+    )
+
+
+def read_marker(path: Path) -> dict[str, Any]:
+    return json.loads((path / MARKER).read_text())
+
+
+def verify(path: Path) -> str | None:
+    """None if the checkpoint at `path` is complete and unaltered, else the reason it is not."""
+    try:
+        marker = read_marker(path)
+    except FileNotFoundError:
+        return "no completion marker (the save never finished)"
+    except (OSError, ValueError) as exc:
+        return f"unreadable completion marker ({exc})"
+    files = marker.get("files")
+    if not isinstance(files, dict) or not files:
+        return "the completion marker lists no files"
+    for name, expected in files.items():
+        file = path / name
+        if not file.is_file():
+            return f"{name} is missing"
+        if file.stat().st_size != expected.get("size"):
+            return f"{name} has {file.stat().st_size} bytes, expected {expected.get('size')} (truncated or altered)"
+        if file_sha256(file) != expected.get("sha256"):
+            return f"{name} does not match its sha256 (altered)"
+    return None
+
+
+def save_failed(step: int, exc: Exception, store: CheckpointStore) -> CheckpointError:
+    """The error for a failed save, naming the cause, the free space and the newest intact checkpoint."""
+    if isinstance(exc, OSError) and exc.strerror:
+        cause = exc.strerror + (f" ({exc.filename})" if exc.filename else "")
+    else:  # torch and safetensors report a full disk as their own errors, with multi-line messages
+        cause = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else 'no details'}"
+    try:
+        free = f" ({shutil.disk_usage(store.root).free / 2**20:.1f} MiB free there)"
+    except OSError:
+        free = ""
+    newest, _ = store.newest_valid()
+    kept = f"the newest intact checkpoint is {newest.path}" if newest else "no earlier checkpoint exists"
+    return CheckpointError(
+        f"could not write the checkpoint of step {step} in {store.root}{free}: {cause}; {kept}. "
+        "Free space or fix the storage, then run the same command again to resume."
+    )
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_synced(path: Path, text: str) -> None:
+    with path.open("w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())

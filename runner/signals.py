@@ -1,0 +1,51 @@
+"""Stop signals: handlers only set a flag; the training loop checkpoints at the next step boundary.
+
+SIGUSR1 is left alone unless configured, because NCCL uses it; Slurm's preemption notice is
+sent as SIGUSR2 instead (`--signal=B:USR2@grace`).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType
+
+DEFAULT_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR2")
+ALLOWED_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2", "SIGHUP")
+
+
+class StopFlag:
+    """Set by a stop signal; read by the trainer at each step boundary."""
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self.signal_name is not None
+
+    def request(self, name: str) -> None:
+        first = self.signal_name is None
+        self.signal_name = self.signal_name or name
+        note = "checkpointing at the end of this step, then exiting" if first else "already stopping; the save in progress is safe"
+        print(f"\nlockstep: {name} received: {note}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def stop_on(names: Sequence[str], flag: StopFlag) -> Iterator[StopFlag]:
+    """Route `names` to `flag` for the duration of the block, then restore the old handlers."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        flag.request(signal.Signals(signum).name)
+
+    previous = {}
+    for name in names:
+        number = getattr(signal, name)
+        previous[number] = signal.signal(number, handler)
+    try:
+        yield flag
+    finally:
+        for number, old in previous.items():
+            signal.signal(number, old)

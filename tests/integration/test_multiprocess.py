@@ -1,0 +1,69 @@
+"""Two processes under torchrun (DDP over gloo on CPU): rank 0 writes, the others wait, and a stop
+signal that reaches a single rank still stops every rank at the same step with one checkpoint."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runner import checkpoint
+from tests.conftest import DEMO_CONFIG, REPO_ROOT
+from tests.integration.run_checks import assert_same_training, logged_step, wait_until
+
+pytestmark = pytest.mark.slow
+
+ARGS = ("--set", "train.max_steps=24", "--set", "checkpoint.every_percent=25", "--set", "train.deterministic=true")
+
+
+def torchrun(run_dir: Path, log: Path) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "runner", "train", str(DEMO_CONFIG), "--set", f"output_dir={run_dir}", *ARGS]
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS="2")
+    with log.open("wb") as stderr:
+        return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=stderr, stderr=subprocess.STDOUT)
+
+
+def worker_pid(launcher: subprocess.Popen, rank: int) -> int:
+    """The pid of the training process of `rank` among the launcher's children."""
+    children = Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children").read_text().split()
+    for pid in children:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        if f"RANK={rank}".encode() in environ:
+            return int(pid)
+    raise AssertionError(f"no worker of rank {rank} among {children}")
+
+
+def test_stop_on_one_rank_and_a_killed_rank_resume_exactly(tmp_path):
+    reference = tmp_path / "reference"
+    launcher = torchrun(reference, tmp_path / "reference.log")
+    assert launcher.wait(timeout=600) == 0, (tmp_path / "reference.log").read_text()[-3000:]
+
+    run_dir = tmp_path / "interrupted"
+    # Attempt 1: Slurm-style SIGUSR2 to rank 1 alone. Attempt 2: SIGKILL of rank 0 (torchrun then stops rank 1).
+    for attempt, (rank, sig, at_step) in enumerate(((1, signal.SIGUSR2, 8), (0, signal.SIGKILL, 16)), start=1):
+        log = tmp_path / f"attempt-{attempt}.log"
+        launcher = torchrun(run_dir, log)
+        wait_until(lambda: logged_step(run_dir) >= at_step, launcher, f"step {at_step}", pause=0.01)
+        os.kill(worker_pid(launcher, rank), sig)
+        assert launcher.wait(timeout=300) != 0
+        output = log.read_text()
+        if sig == signal.SIGUSR2:
+            assert output.count("lockstep: stopped:") == 2, output[-3000:]  # both ranks stopped and exit 75
+            assert "a stop signal on another rank" in output
+            newest, rejected = checkpoint.CheckpointStore(run_dir).newest_valid()
+            assert rejected == [] and newest.step > at_step - 1
+            names = {p.name for p in newest.path.iterdir()}
+            assert {"rng_state_0.pth", "rng_state_1.pth", "optimizer.pt", "adapter_model.safetensors"} <= names
+
+    final_log = tmp_path / "final.log"
+    launcher = torchrun(run_dir, final_log)
+    assert launcher.wait(timeout=600) == 0, final_log.read_text()[-3000:]
+    assert "resuming from step-000000" in final_log.read_text()
+    assert_same_training(run_dir, reference, "(two processes)")
+    summary = (run_dir / "summary.json").read_text()
+    assert '"world_size": 2' in summary and '"attempts": 3' in summary

@@ -1,0 +1,227 @@
+"""Crash-proof training through the real `lockstep` command: SIGKILL at random moments, SIGTERM,
+damaged checkpoints and changed configs, on the embedded demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from runner import checkpoint, metrics
+from tests.conftest import DEMO_CONFIG, run_lockstep, start_lockstep
+from tests.integration.run_checks import (
+    assert_complete_run,
+    assert_same_training,
+    logged_step,
+    staging_dirs,
+    wait_until,
+)
+
+pytestmark = pytest.mark.slow
+
+EXIT_REQUEUE = 75
+DETERMINISTIC = ("--set", "train.deterministic=true")
+
+
+def train_args(run_dir: Path, *extra: str) -> tuple[str, ...]:
+    return ("train", str(DEMO_CONFIG), "--set", f"output_dir={run_dir}", *extra)
+
+
+def training_started(log: Path) -> bool:
+    # The progress bar appears once start-up (cleanup, resume) is over and steps run.
+    return "train:" in log.read_text(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    """The demo in deterministic mode, uninterrupted."""
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    result = run_lockstep(*train_args(run_dir, *DETERMINISTIC))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+def test_sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run(reference_run, tmp_path):
+    seed = int.from_bytes(os.urandom(4), "little")
+    rng = random.Random(seed)
+    run_dir = tmp_path / "killed"
+    args = train_args(run_dir, *DETERMINISTIC)
+    # Five kills at random steps (one per stretch of the run, so each attempt gets further), at a
+    # random moment inside the step; plus kills aimed at the moment a checkpoint is being written.
+    targets = [rng.randint(lo, lo + 24) for lo in (3, 31, 59, 87, 115)]
+    plan = targets[:2] + ["during-save"] + targets[2:]
+    logs, killed_mid_save = [], 0
+    for attempt, target in enumerate(plan, start=1):
+        log = tmp_path / f"attempt-{attempt}.log"
+        logs.append(log)
+        process = start_lockstep(*args, stderr_to=log)
+        wait_until(lambda: training_started(log), process, "training started")
+        if target == "during-save":
+            wait_until(lambda: staging_dirs(run_dir), process, "a checkpoint save", pause=0)
+        else:
+            wait_until(lambda: logged_step(run_dir) >= target, process, f"step {target}")
+            time.sleep(rng.uniform(0, 0.05))  # somewhere inside the next step
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        if target == "during-save":
+            assert staging_dirs(run_dir), f"the save finished before the kill landed (seed {seed}); rerun to retry"
+            killed_mid_save += 1
+    final_log = tmp_path / "final.log"
+    final = start_lockstep(*args, stderr_to=final_log)
+    assert final.wait(timeout=600) == 0, final_log.read_text()[-3000:]
+
+    context = f"(kills at steps {targets} and during a save; seed {seed})"
+    assert killed_mid_save == 1
+    after_save_kill = logs[3].read_text()
+    assert "removed an unfinished checkpoint save: .staging-step-" in after_save_kill, after_save_kill[-2000:]
+    assert re.search(r"resuming from step-\d{8}", final_log.read_text())
+    assert_same_training(run_dir, reference_run, context)
+    summary = assert_complete_run(run_dir)
+    assert summary["attempts"] == len(plan) + 1
+    assert not staging_dirs(run_dir)
+
+
+def stop_with_sigterm(run_dir: Path, args: tuple[str, ...], at_step: int, log: Path) -> tuple[int, int]:
+    """Send SIGTERM at `at_step`, and SIGINT while the checkpoint is being written; return (signalled step, exit code)."""
+    process = start_lockstep(*args, stderr_to=log)
+    wait_until(lambda: logged_step(run_dir) >= at_step, process, f"step {at_step}")
+    signalled = logged_step(run_dir)
+    process.send_signal(signal.SIGTERM)
+    try:
+        wait_until(lambda: staging_dirs(run_dir), process, "the stop checkpoint", timeout=60, pause=0)
+        process.send_signal(signal.SIGINT)  # a second, impatient signal in the middle of the save
+    except AssertionError:
+        pass  # the save was over before it could be seen; the exit code and checkpoint are still checked
+    return signalled, process.wait(timeout=300)
+
+
+def test_sigterm_checkpoints_at_the_next_step_and_the_next_start_continues(tmp_path):
+    run_dir = tmp_path / "preempted"
+    log = tmp_path / "stopped.log"
+    signalled, code = stop_with_sigterm(run_dir, train_args(run_dir), at_step=20, log=log)
+    stderr = log.read_text()
+    assert code == EXIT_REQUEUE, stderr[-3000:]
+    match = re.search(r"lockstep: stopped: SIGTERM received: checkpoint written at step (\d+)", stderr)
+    assert match, stderr[-3000:]
+    stopped_at = int(match.group(1))
+    assert signalled <= stopped_at <= signalled + 2  # the step under way when the signal came, or the next
+    newest, rejected = checkpoint.CheckpointStore(run_dir).newest_valid()
+    assert newest.step == stopped_at and rejected == [] and not staging_dirs(run_dir)
+    assert not (run_dir / "summary.json").exists() and (run_dir / "plots" / "loss.png").is_file()
+
+    resumed = run_lockstep(*train_args(run_dir))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming from step-{stopped_at:08d}" in resumed.stderr
+    summary = assert_complete_run(run_dir)
+    assert summary["steps"] == 144 and summary["attempts"] == 2 and summary["resumed_from_step"] == stopped_at
+    steps = [row["step"] for row in metrics.read(run_dir) if row["loss"] is not None]
+    assert steps == sorted(set(steps)), "a step was logged twice"
+
+
+SHORT = ("--set", "train.max_steps=30", "--set", "checkpoint.every_percent=20")
+
+
+@pytest.fixture(scope="module")
+def stopped_short_run(tmp_path_factory):
+    """A 30-step run stopped by SIGTERM after step 20: checkpoints at 12, 18 and the stop step."""
+    root = tmp_path_factory.mktemp("short")
+    run_dir = root / "run"
+    _, code = stop_with_sigterm(run_dir, train_args(run_dir, *SHORT), at_step=20, log=root / "stopped.log")
+    assert code == EXIT_REQUEUE, (root / "stopped.log").read_text()[-3000:]
+    steps = [c.step for c in checkpoint.CheckpointStore(run_dir).candidates()]
+    assert len(steps) == 3 and steps[1:] == [18, 12], steps
+    return run_dir
+
+
+def copy_run(source: Path, tmp_path: Path) -> tuple[Path, list[int]]:
+    run_dir = tmp_path / "run"
+    shutil.copytree(source, run_dir)
+    return run_dir, [c.step for c in checkpoint.CheckpointStore(run_dir).candidates()]
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda f: f.write_bytes(f.read_bytes()[:1000]), "truncated or altered"),
+        (lambda f: f.write_bytes(f.read_bytes()[:-1] + bytes([f.read_bytes()[-1] ^ 1])), "does not match its sha256"),
+    ],
+    ids=["truncated", "altered"],
+)
+def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(stopped_short_run, tmp_path, damage, reason):
+    run_dir, (newest, previous, _) = copy_run(stopped_short_run, tmp_path)
+    damage(run_dir / "checkpoints" / f"step-{newest:08d}" / "adapter_model.safetensors")
+    result = run_lockstep(*train_args(run_dir, *SHORT))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"checkpoint step-{newest:08d} is unusable: adapter_model.safetensors" in result.stderr
+    assert reason in result.stderr and "falling back to an earlier one" in result.stderr
+    assert f"resuming from step-{previous:08d}" in result.stderr
+    assert assert_complete_run(run_dir, min_eval_drop=0.3)["steps"] == 30
+
+
+def test_config_change_that_alters_training_is_refused_and_named(stopped_short_run, tmp_path):
+    run_dir, _ = copy_run(stopped_short_run, tmp_path)
+    before = sorted((p.relative_to(run_dir), p.stat().st_mtime_ns) for p in run_dir.rglob("*"))
+    result = run_lockstep(*train_args(run_dir, *SHORT, "--set", "train.learning_rate=1e-3", "--set", "train.seed=7"))
+    assert result.returncode == 7, result.stderr[-3000:]
+    assert "different train.learning_rate, train.seed" in result.stderr and "--fresh" in result.stderr
+    assert sorted((p.relative_to(run_dir), p.stat().st_mtime_ns) for p in run_dir.rglob("*")) == before
+
+
+def test_changed_data_contents_are_refused(stopped_short_run, tmp_path):
+    run_dir, _ = copy_run(stopped_short_run, tmp_path)
+    manifest_file = run_dir / "manifest.json"
+    recorded = json.loads(manifest_file.read_text())
+    recorded["data_sha256"]["train"] = "0" * 64  # as if the file had been edited since the run started
+    manifest_file.write_text(json.dumps(recorded))
+    result = run_lockstep(*train_args(run_dir, *SHORT))
+    assert result.returncode == 7 and "data.train (file contents)" in result.stderr, result.stderr[-3000:]
+
+
+def test_harmless_config_change_resumes_with_a_warning(stopped_short_run, tmp_path):
+    run_dir, (newest, _, _) = copy_run(stopped_short_run, tmp_path)
+    result = run_lockstep(*train_args(run_dir, *SHORT, "--set", "train.log_every_steps=2", "--set", "checkpoint.keep_last=2"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "continuing with changed checkpoint.keep_last, output_dir, train.log_every_steps" in result.stderr
+    assert f"resuming from step-{newest:08d}" in result.stderr
+    assert len(checkpoint.CheckpointStore(run_dir).candidates()) == 2
+
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """A 2.5 MiB tmpfs: room for about two demo checkpoints (needs root, as in CI)."""
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2500k", "tmpfs", str(mount_point)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.strip()}); test_injected_write_failure covers the same path")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_full_filesystem_during_a_save_keeps_earlier_checkpoints_and_says_so(small_filesystem):
+    run_dir = small_filesystem / "run"
+    args = train_args(run_dir, *SHORT, "--set", "checkpoint.every_percent=10", "--set", "checkpoint.keep_last=10")
+    result = run_lockstep(*args)
+    assert result.returncode == 6, result.stderr[-3000:]
+    match = re.search(r"could not write the checkpoint of step (\d+) in \S+ \([\d.]+ MiB free there\): .*; "
+                      r"the newest intact checkpoint is (\S+)\. Free space", result.stderr)
+    assert match, result.stderr[-3000:]
+    store = checkpoint.CheckpointStore(run_dir)
+    saved = store.candidates()
+    assert len(saved) >= 1 and all(checkpoint.verify(c.path) is None for c in saved)
+    assert match.group(2) == str(saved[0].path) and int(match.group(1)) > saved[0].step
+    assert not staging_dirs(run_dir) and metrics.read(run_dir)
+
+    subprocess.run(["mount", "-o", "remount,size=50m", str(small_filesystem)], check=True)
+    resumed = run_lockstep(*args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming from step-{saved[0].step:08d}" in resumed.stderr
+    assert assert_complete_run(run_dir)["steps"] == 30
