@@ -8,8 +8,9 @@ TARGET      ?= local
 CONFIG      ?= configs/demo.yaml
 PYTEST_ARGS ?=
 
-CPU_PINS    := lockfiles/cpu.in
-PINNED_PINS := lockfiles/cu121-torch251-pypi.in
+# (wildcard: a missing lock reaches runner.install, which says how to make it)
+CPU_LOCK    := lockfiles/cpu.in $(wildcard lockfiles/cpu.txt)
+PINNED_LOCK := lockfiles/cu121-torch251-pypi.in $(wildcard lockfiles/cu121-torch251-pypi.txt)
 
 .PHONY: help train test bench venv pinned-venv clean
 
@@ -33,18 +34,16 @@ bench: $(VENV)/.installed
 venv: $(VENV)/.installed
 pinned-venv: $(PINNED_VENV)/.installed
 
+# Environments come from the stacks' hash-checked locks; a changed .in file without a new
+# lock stops here with the command that makes it (`nox -s lock -- STACK`).
 # The current generation (stack `cpu`), plus lockstep itself in editable mode.
-$(VENV)/.installed: $(CPU_PINS) pyproject.toml
-	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r $(CPU_PINS)
-	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+$(VENV)/.installed: $(CPU_LOCK) pyproject.toml
+	$(PYTHON) -m runner.install cpu $(VENV)
 	touch $@
 
 # The library generation pinned for Modal (torch 2.5.1, transformers 4.46.3, trl 0.11.4), for tests.
-$(PINNED_VENV)/.installed: $(PINNED_PINS) pyproject.toml
-	test -x $(PINNED_VENV)/bin/python || $(PYTHON) -m venv $(PINNED_VENV)
-	$(PINNED_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r $(PINNED_PINS)
-	$(PINNED_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+$(PINNED_VENV)/.installed: $(PINNED_LOCK) pyproject.toml
+	$(PYTHON) -m runner.install cu121-torch251-pypi $(PINNED_VENV)
 	touch $@
 
 clean:

@@ -1,4 +1,4 @@
-"""Developer sessions: `nox -s tests`, `nox -s bench` (more sessions: lock, build, compat, as they land)."""
+"""Developer sessions: `nox -s tests`, `nox -s lock`, `nox -s bench` (build and compat to come)."""
 
 from __future__ import annotations
 
@@ -12,16 +12,30 @@ nox.options.sessions = ["tests"]
 
 @nox.session(python="3.11")
 def tests(session: nox.Session) -> None:
-    """Run the unit tests in a fresh environment from the cpu stack's pins."""
-    session.install("-r", "lockfiles/cpu.in")
-    session.install("--no-deps", "-e", ".")
+    """Run the unit tests in a fresh environment from the cpu stack's lock."""
+    _install_cpu_stack(session)
     session.run("pytest", "-m", "not slow", *session.posargs)
 
 
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
     """Run the benchmarks (tests/bench) and keep their numbers in runs/bench/latest.json."""
-    session.install("-r", "lockfiles/cpu.in")
-    session.install("--no-deps", "-e", ".")
+    _install_cpu_stack(session)
     Path("runs/bench").mkdir(parents=True, exist_ok=True)
     session.run("python", "-m", "pytest", "tests/bench", "-s", "--benchmark-json=runs/bench/latest.json", *session.posargs)
+
+
+@nox.session(python="3.11")
+def lock(session: nox.Session) -> None:
+    """Compile lockfiles/<stack>.txt for the named stacks (all by default).
+
+    nox -s lock -- cpu mlx              uv (default)
+    nox -s lock -- cpu --engine pip-tools
+    nox -s lock -- cpu --find-links DIR a wheel directory standing in for an unreachable index
+    """
+    session.install("uv", "pip-tools")
+    session.run("python", "-m", "runner.locking", *session.posargs)
+
+
+def _install_cpu_stack(session: nox.Session) -> None:
+    session.run("python", "-m", "runner.install", "cpu", session.virtualenv.location, external=True)

@@ -61,3 +61,9 @@ class StoppedForRequeue(LockstepError):
 
     exit_code = 75
     label = "stopped"
+
+
+class StackError(LockstepError):
+    """A stack is unknown, badly declared, or its lock is missing or stale."""
+
+    exit_code = 8
