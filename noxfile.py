@@ -1,4 +1,4 @@
-"""Developer sessions: `nox -s tests`, `nox -s lock`, `nox -s bench` (build and compat to come)."""
+"""Developer sessions: `nox -s tests`, `nox -s lock`, `nox -s compat`, `nox -s bench` (build to come)."""
 
 from __future__ import annotations
 
@@ -39,3 +39,11 @@ def lock(session: nox.Session) -> None:
 
 def _install_cpu_stack(session: nox.Session) -> None:
     session.run("python", "-m", "runner.install", "cpu", session.virtualenv.location, external=True)
+
+
+@nox.session(python="3.11")
+def compat(session: nox.Session) -> None:
+    """The compatibility gate per stack (all by default): known-bad rules, hash-checked install
+    into a fresh venv, pip check, imports, drift, and a real demo fine-tune; reports in runs/compat/."""
+    session.install("packaging")
+    session.run("python", "-m", "runner.compat", *session.posargs)

@@ -24,6 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--backend", choices=BACKENDS, default="local", help="where to run (default: local)")
     train.add_argument("--fresh", action="store_true", help="start over; the earlier run directory is moved aside, not deleted")
+    train.add_argument(
+        "--strict-env", action="store_true",
+        help="refuse to train unless this environment is exactly its stack's lock (see lockfiles/)",
+    )
 
     check = commands.add_parser("check-config", help="validate a config and print it resolved, without training")
     check.add_argument("config")
@@ -42,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         from runner import entrypoint
 
-        entrypoint.main(config, backend=args.backend, fresh=args.fresh)
+        entrypoint.main(config, backend=args.backend, fresh=args.fresh, strict_env=args.strict_env)
         return 0
     except LockstepError as exc:
         print(f"lockstep: {exc.label}: {exc}", file=sys.stderr)

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from runner import distributed, engines, manifest, metrics, report
+from runner import distributed, drift, engines, environment, manifest, metrics, report
 from runner.checkpoint import Checkpoint, CheckpointStore, StorageHook
 from runner.config import RESUME_SAFE_KEYS, RunConfig, changed_keys
 from runner.errors import OutputDirError, ResumeRefused, StoppedForRequeue
@@ -26,7 +26,12 @@ ATTEMPTS_FILE = "attempts.jsonl"
 
 
 def main(
-    config: RunConfig, *, backend: str = "local", fresh: bool = False, after_checkpoint: StorageHook | None = None
+    config: RunConfig,
+    *,
+    backend: str = "local",
+    fresh: bool = False,
+    strict_env: bool = False,
+    after_checkpoint: StorageHook | None = None,
 ) -> dict[str, Any]:
     """Train `config` into its run directory (resuming it if needed) and return the run's summary.
 
@@ -34,6 +39,11 @@ def main(
     other ranks wait for it, then train from the same checkpoint.
     """
     engines.check(config)  # environment problems surface before anything is written
+    env = environment.describe()
+    if strict_env:
+        environment.require_exact(env)
+    elif env["drift"] and not env["drift"]["clean"] and distributed.is_main():
+        say(f"warning: this environment differs from the lock of stack {env['stack']}: {drift.describe(env['drift'])}")
     run_dir = Path(config.output_dir)
     main_rank = distributed.is_main()
     if main_rank:
@@ -50,7 +60,7 @@ def main(
         run_dir.mkdir(parents=True, exist_ok=True)
         resume = _find_resume_point(run_dir)
         (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-        fingerprint = _record_attempt(config, backend, run_dir, resume)
+        fingerprint = _record_attempt(config, backend, env, run_dir, resume)
         meta = {key: fingerprint[key] for key in ("config_sha256", "lock_sha256", "data_sha256", "attempt")}
     distributed.barrier()
     if not main_rank:
@@ -147,11 +157,13 @@ def _find_resume_point(run_dir: Path) -> Checkpoint | None:
     return newest
 
 
-def _record_attempt(config: RunConfig, backend: str, run_dir: Path, resume: Checkpoint | None) -> dict[str, Any]:
+def _record_attempt(
+    config: RunConfig, backend: str, env: dict[str, Any], run_dir: Path, resume: Checkpoint | None
+) -> dict[str, Any]:
     """manifest.json describes the latest attempt; attempts.jsonl keeps every attempt's."""
     attempts = run_dir / ATTEMPTS_FILE
     number = 1 + (len(attempts.read_text().splitlines()) if attempts.is_file() else 0)
-    fingerprint = manifest.collect(config, backend) | {"attempt": number, "resumed_from_step": resume.step if resume else None}
+    fingerprint = manifest.collect(config, backend, env) | {"attempt": number, "resumed_from_step": resume.step if resume else None}
     (run_dir / MANIFEST_FILE).write_text(json.dumps(fingerprint, indent=2) + "\n")
     with attempts.open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(fingerprint) + "\n")

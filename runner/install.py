@@ -10,6 +10,7 @@ configured sources or says which it could not find.
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -17,8 +18,10 @@ from pathlib import Path
 
 from runner import indexes, stacks
 from runner.errors import LockstepError, StackError
+from runner.hashing import file_sha256
 
 REPO_ROOT = stacks.LOCKFILES.parent
+STACK_MARKER = "lockstep-stack.json"  # in the environment: which stack it was installed from
 
 
 def install(stack: stacks.Stack, venv: Path) -> None:
@@ -35,6 +38,8 @@ def install(stack: stacks.Stack, venv: Path) -> None:
     pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     _run([*pip, "--require-hashes", "--no-deps", *extra, "-r", str(stack.lock_file)], f"install the lock of stack {stack.name}")
     _run([*pip, "--no-deps", "-e", str(REPO_ROOT)], "install lockstep itself")
+    marker = {"stack": stack.name, "lock_sha256": file_sha256(stack.lock_file)}
+    (venv / STACK_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
 
 
 def _run(command: list[str], what: str) -> None:

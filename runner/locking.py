@@ -45,7 +45,8 @@ def compile_lock(stack: stacks.Stack, *, engine: str = "uv", find_links: Sequenc
 def header(stack: stacks.Stack) -> str:
     platform = "every platform (environment markers)" if stack.platforms == ("universal",) else ", ".join(stack.platforms)
     return (
-        f"# Stack {stack.name}: {stack.requirements} locked for Python {stack.python} on {platform}.\n"
+        f"# Stack {stack.name}: {stack.requirements} locked for Python {stack.python} on {platform},\n"
+        f"# from files uploaded before {stack.resolved_before}.\n"
         f"# Every package is pinned with its sha256. Do not edit: change {stack.requirements}, then run\n"
         f"#   nox -s lock -- {stack.name}\n"
         f"# Install: pip install --require-hashes --no-deps -r lockfiles/{stack.name}.txt"
@@ -66,10 +67,11 @@ def _run_engine(stack: stacks.Stack, engine: str, index_urls: list[str], find_li
         if len(target) != 1:
             raise StackError(f"stack {stack.name}: give one platform (or \"universal\"), not {', '.join(stack.platforms)}")
         command = [_tool("uv"), "pip", "compile", stack.requirements, "--generate-hashes", "--no-header", "--quiet",
-                   f"--python-version={stack.python}", *target, *sources]
+                   "--refresh", f"--exclude-newer={stack.resolved_before}", f"--python-version={stack.python}", *target, *sources]
     elif engine == "pip-tools":
         command = [_tool("pip-compile"), stack.requirements, "--generate-hashes", "--no-header", "--quiet",
-                   "--allow-unsafe", *sources, "--output-file=-"]
+                   "--allow-unsafe", "--strip-extras", f"--pip-args=--uploaded-prior-to={stack.resolved_before}",
+                   *sources, "--output-file=-"]
     else:
         raise StackError(f"unknown lock engine {engine!r}; choose one of {', '.join(ENGINES)}")
     # Run beside the .in file so the `# via -r cpu.in` annotations carry no machine path.

@@ -21,8 +21,8 @@ PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "t
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def collect(config: RunConfig, backend: str) -> dict[str, Any]:
-    stack = os.environ.get("LOCKSTEP_STACK")
+def collect(config: RunConfig, backend: str, environment: dict[str, Any]) -> dict[str, Any]:
+    """`environment` is runner.environment.describe(): the stack, its lock hash and the drift from it."""
     return {
         "lockstep_version": _version("lockstep"),
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -35,8 +35,9 @@ def collect(config: RunConfig, backend: str) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "packages": {name: _version(name) for name in PACKAGES if _version(name)},
         "cuda": _cuda(),
-        "stack": stack,
-        "lock_sha256": _lock_sha256(stack),
+        "stack": environment["stack"],
+        "lock_sha256": environment["lock_sha256"],
+        "drift": environment["drift"],
         "git": _git(),
         "config_sha256": config.sha256(),
         "data_sha256": data_sha256(config),
@@ -69,13 +70,6 @@ def _cuda() -> dict[str, Any] | None:
         "torch_cuda": torch.version.cuda,
         "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
     }
-
-
-def _lock_sha256(stack: str | None) -> str | None:
-    if not stack:
-        return None
-    lock = REPO_ROOT / "lockfiles" / f"{stack}.txt"
-    return file_sha256(lock) if lock.is_file() else None
 
 
 def _git() -> dict[str, Any] | None:

@@ -17,8 +17,11 @@ from runner.errors import StackError
 LOCKFILES = Path(__file__).resolve().parent.parent / "lockfiles"
 STACKS_FILE = "stacks.toml"
 INPUT_HASH = re.compile(r"^# input sha256: ([0-9a-f]{64})$", re.MULTILINE)
+PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)", re.MULTILINE)
 ACCELERATORS = ("cpu", "cuda", "metal")
-FIELDS = ("description", "python", "platforms", "index_urls", "requirements", "base_image", "accelerator", "engine")
+FIELDS = (
+    "description", "python", "platforms", "index_urls", "requirements", "resolved_before", "base_image", "accelerator", "engine",
+)
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,7 @@ class Stack:
     platforms: tuple[str, ...]
     index_urls: tuple[str, ...]
     requirements: str
+    resolved_before: str  # packages uploaded later are not considered, so re-locking gives the same lock
     base_image: str
     accelerator: str
     engine: str
@@ -54,6 +58,21 @@ class Stack:
         if match is None or match.group(1) != self.input_sha256():
             return f"the lock of stack {self.name} is stale: {self.input_file.name} changed since {self.lock_file.name} was made; {fix}"
         return None
+
+
+def normalize(name: str) -> str:
+    """PEP 503 name: `Foo_Bar.baz` and `foo-bar-baz` are the same distribution."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def pins(lock_text: str) -> dict[str, list[str]]:
+    """Every `name==version` of a lock by normalized name (a name pinned per platform can have several)."""
+    found: dict[str, list[str]] = {}
+    for name, version in PIN.findall(lock_text):
+        versions = found.setdefault(normalize(name), [])
+        if version not in versions:
+            versions.append(version)
+    return found
 
 
 def load(root: Path = LOCKFILES) -> dict[str, Stack]:

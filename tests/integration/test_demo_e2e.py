@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -66,4 +67,25 @@ def test_cpu_run_refuses_gpu_precision_before_writing(tmp_path):
     if "CUDA" not in result.stderr:
         pytest.skip("a CUDA GPU is visible: bf16 is valid here")
     assert result.returncode == 4 and "train.precision=fp32" in result.stderr
+    assert not run_dir.exists()
+
+
+def test_manifest_records_the_stack_and_that_nothing_drifted(demo_run):
+    run_dir, _ = demo_run
+    recorded = json.loads((run_dir / "manifest.json").read_text())
+    # `make test` builds this environment from the cpu lock (python -m runner.install cpu .venv).
+    assert recorded["stack"] == "cpu" and len(recorded["lock_sha256"]) == 64
+    assert recorded["drift"] == {"clean": True, "missing": [], "changed": {}}
+
+
+def test_strict_env_refuses_drift_before_writing(tmp_path):
+    run_dir = tmp_path / "strict"
+    env = dict(os.environ, LOCKSTEP_STACK="mlx")  # this environment is not the mlx stack
+    result = subprocess.run(
+        [sys.executable, "-m", "runner", "train", str(DEMO_CONFIG), "--set", f"output_dir={run_dir}", "--strict-env"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+    )
+    assert result.returncode == 8, result.stderr[-2000:]
+    assert "--strict-env: this environment differs from the lock of stack mlx" in result.stderr
+    assert "mlx-cpu missing" in result.stderr
     assert not run_dir.exists()

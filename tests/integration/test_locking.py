@@ -28,3 +28,10 @@ def test_a_stack_whose_index_is_unreachable_says_so():
     assert "https://download.pytorch.org/whl/cu121 cannot be reached from here" in message
     assert "Lock it where that index is reachable" in message
     assert not stack.lock_file.exists()
+
+
+def test_pip_tools_gives_the_same_pins_as_uv_on_the_cpu_stack(tmp_path):
+    """pip-compile downloads every wheel to hash it (minutes); uv reads hashes from the index (seconds)."""
+    stack = stacks.get("cpu")
+    output = locking.compile_lock(stack, engine="pip-tools", find_links=indexes.pip_find_links(), output=tmp_path / "cpu.txt")
+    assert stacks.pins(output.read_text()) == stacks.pins(stack.lock_file.read_text())

@@ -110,6 +110,20 @@ def test_make_train_stops_on_a_stale_lock_naming_the_lock_command(tmp_path):
     assert not (tmp_path / ".venv").exists()
 
 
-def test_lock_header_carries_no_date_or_machine_path():
-    head = locking.header(stacks.get("cpu"))
-    assert str(REPO_ROOT) not in head and not re.search(r"\d{4}-\d\d-\d\d", head)
+def test_lock_header_carries_no_machine_path_and_no_date_but_the_resolution_cutoff():
+    stack = stacks.get("cpu")
+    head = locking.header(stack)
+    assert str(REPO_ROOT) not in head
+    assert re.findall(r"\d{4}-\d\d-\d\dT[\d:]+Z", head) == [stack.resolved_before]
+
+
+def test_the_compat_workflow_covers_every_stack_with_the_nox_session():
+    import yaml
+
+    workflow = yaml.safe_load((REPO_ROOT / ".github" / "workflows" / "compat.yml").read_text())
+    jobs = workflow["jobs"]
+    covered = {entry["stack"] for entry in jobs["compat"]["strategy"]["matrix"]["include"]}
+    covered |= set(jobs["compat-gpu"]["strategy"]["matrix"]["stack"])
+    assert covered == DECLARED
+    for job in jobs.values():
+        assert any(step.get("run", "").startswith("nox -s compat -- ${{ matrix.stack }}") for step in job["steps"])

@@ -1,0 +1,61 @@
+"""Drift: the distributions installed in this environment against a stack's lock.
+
+`python -m runner.drift STACK` prints the comparison as JSON (used by `nox -s compat` inside
+a fresh environment); the manifest records it at every train start.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import sys
+from typing import Any
+
+from packaging.requirements import InvalidRequirement, Requirement
+
+from runner import stacks
+
+
+def locked_for_here(lock_text: str) -> dict[str, str]:
+    """The lock's pins whose environment markers hold here (a universal lock pins per platform)."""
+    wanted = {}
+    for line in lock_text.splitlines():
+        if not line[:1].isalnum():
+            continue
+        try:
+            requirement = Requirement(line.rstrip(" \\"))
+        except InvalidRequirement:
+            continue
+        if requirement.marker is None or requirement.marker.evaluate():
+            version = next(iter(requirement.specifier)).version
+            wanted[stacks.normalize(requirement.name)] = version
+    return wanted
+
+
+def installed() -> dict[str, str]:
+    return {stacks.normalize(d.metadata["Name"]): d.version for d in importlib.metadata.distributions() if d.metadata["Name"]}
+
+
+def compare(locked: dict[str, str], present: dict[str, str]) -> dict[str, Any]:
+    """What differs from the lock; packages the lock does not mention (pip, lockstep itself) are not drift."""
+    missing = sorted(name for name in locked if name not in present)
+    changed = {name: {"locked": locked[name], "installed": present[name]}
+               for name in sorted(locked) if name in present and present[name] != locked[name]}
+    return {"clean": not missing and not changed, "missing": missing, "changed": changed}
+
+
+def check(stack: stacks.Stack) -> dict[str, Any]:
+    """This environment against the lock of `stack`."""
+    if not stack.lock_file.is_file():
+        return {"clean": False, "missing": [], "changed": {}, "note": f"stack {stack.name} has no lock to compare with"}
+    return compare(locked_for_here(stack.lock_file.read_text()), installed())
+
+
+def describe(result: dict[str, Any]) -> str:
+    parts = [f"{name} {c['installed']} (locked {c['locked']})" for name, c in result["changed"].items()]
+    parts += [f"{name} missing" for name in result["missing"]]
+    return "; ".join(parts) or result.get("note", "no drift")
+
+
+if __name__ == "__main__":
+    print(json.dumps(check(stacks.get(sys.argv[1])), indent=2))
