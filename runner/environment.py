@@ -32,8 +32,10 @@ def describe() -> dict[str, Any]:
     if name is None:
         return {"stack": None, "lock_sha256": None, "drift": None}
     stack = stacks.get(name)
-    lock = file_sha256(stack.lock_file) if stack.lock_file.is_file() else None
-    return {"stack": name, "lock_sha256": lock, "drift": drift.check(stack)}
+    problem = stack.lock_problem()
+    if problem:  # an environment of a stack whose lock is missing or stale proves nothing
+        raise StackError(f"this environment belongs to stack {name}, but {problem}")
+    return {"stack": name, "lock_sha256": file_sha256(stack.lock_file), "drift": drift.check(stack)}
 
 
 def require_exact(environment: dict[str, Any]) -> None:

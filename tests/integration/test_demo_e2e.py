@@ -89,3 +89,14 @@ def test_strict_env_refuses_drift_before_writing(tmp_path):
     assert "--strict-env: this environment differs from the lock of stack mlx" in result.stderr
     assert "mlx-cpu missing" in result.stderr
     assert not run_dir.exists()
+
+
+def test_an_environment_of_a_stack_without_a_lock_is_refused(tmp_path):
+    run_dir = tmp_path / "unlocked"
+    env = dict(os.environ, LOCKSTEP_STACK="cu121-torch251")
+    result = subprocess.run(
+        [sys.executable, "-m", "runner", "train", str(DEMO_CONFIG), "--set", f"output_dir={run_dir}"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+    )
+    assert result.returncode == 8, result.stderr[-2000:]
+    assert "run `nox -s lock -- cu121-torch251`" in result.stderr and not run_dir.exists()
