@@ -23,8 +23,7 @@ from runner.errors import LockstepError
 
 REPO_ROOT = stacks.LOCKFILES.parent
 IMPORTS = {
-    "hf": ("torch", "transformers", "trl", "peft", "accelerate", "datasets"),
-    "auto": ("torch", "transformers", "trl", "peft", "accelerate", "datasets"),
+    "hf": ("torch", "transformers", "trl", "peft", "accelerate", "datasets"),  # also for `auto`
     "mlx": ("mlx.core", "mlx_lm", "datasets"),
 }
 SMOKE_STEPS = 20
@@ -62,10 +61,10 @@ def check_stack(stack: stacks.Stack, work: Path) -> list[Check]:
 
 
 def _known_bad(stack: stacks.Stack) -> list[Check]:
-    pinned = stacks.pins(stack.lock_file.read_text())
-    findings = {f.rule.id: f for f in known_bad.evaluate(pinned, known_bad.load())}
+    rules = known_bad.load()
+    findings = {f.rule.id: f for f in known_bad.evaluate(stacks.pins(stack.lock_file.read_text()), rules)}
     checks = []
-    for rule in known_bad.load():
+    for rule in rules:
         finding = findings.get(rule.id)
         if finding is None:
             checks.append(Check(f"known-bad: {rule.id}", "pass", "does not apply"))

@@ -46,8 +46,10 @@ def main(
         say(f"warning: this environment differs from the lock of stack {env['stack']}: {drift.describe(env['drift'])}")
     run_dir = Path(config.output_dir)
     main_rank = distributed.is_main()
+    store = CheckpointStore(run_dir)
     if main_rank:
-        _prepare(config, run_dir, fresh)
+        data_hashes = manifest.data_sha256(config)  # hashed once: data files can be large
+        _prepare(config, run_dir, fresh, data_hashes)
     distributed.barrier()
     finished = report.load_summary(run_dir)
     if finished is not None:
@@ -58,17 +60,17 @@ def main(
     meta: dict[str, Any] = {}
     if main_rank:
         run_dir.mkdir(parents=True, exist_ok=True)
-        resume = _find_resume_point(run_dir)
+        resume = _find_resume_point(store, run_dir)
         (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-        fingerprint = _record_attempt(config, backend, env, run_dir, resume)
+        fingerprint = _record_attempt(config, backend, env, data_hashes, run_dir, resume)
         meta = {key: fingerprint[key] for key in ("config_sha256", "lock_sha256", "data_sha256", "attempt")}
     distributed.barrier()
     if not main_rank:
-        resume, _ = CheckpointStore(run_dir).newest_valid()  # rank 0 has removed what was unusable
+        resume, _ = store.newest_valid()  # rank 0 has removed what was unusable
 
     context = engines.TrainContext(
         run_dir=run_dir,
-        store=CheckpointStore(run_dir),
+        store=store,
         resume_from=resume,
         stop=StopFlag(),
         checkpoint_meta=meta,
@@ -104,15 +106,15 @@ def main(
     return summary
 
 
-def _prepare(config: RunConfig, run_dir: Path, fresh: bool) -> None:
+def _prepare(config: RunConfig, run_dir: Path, fresh: bool, data_hashes: dict[str, str]) -> None:
     """Move the old run aside for --fresh, or check that the existing run may be continued."""
     if fresh and _has_content(run_dir):
         say(f"--fresh: moved the earlier run to {move_aside(run_dir)}")
     elif _has_content(run_dir):
-        _check_same_run(config, run_dir)
+        _check_same_run(config, run_dir, data_hashes)
 
 
-def _check_same_run(config: RunConfig, run_dir: Path) -> None:
+def _check_same_run(config: RunConfig, run_dir: Path, data_hashes: dict[str, str]) -> None:
     """Refuse to continue a run with a config that would train differently; warn on harmless changes."""
     previous_file = run_dir / CONFIG_FILE
     if not previous_file.is_file():
@@ -121,7 +123,7 @@ def _check_same_run(config: RunConfig, run_dir: Path) -> None:
             "or pass --fresh to move its contents aside"
         )
     changed = changed_keys(yaml.safe_load(previous_file.read_text()) or {}, config.to_dict())
-    blocking = [key for key in changed if key not in RESUME_SAFE_KEYS] + _changed_data(config, run_dir)
+    blocking = [key for key in changed if key not in RESUME_SAFE_KEYS] + _changed_data(data_hashes, run_dir)
     if blocking:
         raise ResumeRefused(
             f"the run in {run_dir} was started with a different {', '.join(blocking)}; continuing would not "
@@ -132,18 +134,16 @@ def _check_same_run(config: RunConfig, run_dir: Path) -> None:
         say(f"continuing with changed {', '.join(changed)} (these do not alter training)")
 
 
-def _changed_data(config: RunConfig, run_dir: Path) -> list[str]:
+def _changed_data(now: dict[str, str], run_dir: Path) -> list[str]:
     """Data files whose contents differ from those the run started with (same path, new data)."""
     try:
         before = json.loads((run_dir / MANIFEST_FILE).read_text()).get("data_sha256") or {}
     except (OSError, ValueError):
         return []  # no fingerprint to compare with; the config comparison still applies
-    now = manifest.data_sha256(config)
     return [f"data.{split} (file contents)" for split in now if split in before and before[split] != now[split]]
 
 
-def _find_resume_point(run_dir: Path) -> Checkpoint | None:
-    store = CheckpointStore(run_dir)
+def _find_resume_point(store: CheckpointStore, run_dir: Path) -> Checkpoint | None:
     for leftover in store.remove_abandoned():
         say(f"removed an unfinished checkpoint save: {leftover.name}")
     newest, rejected = store.newest_valid()
@@ -158,12 +158,12 @@ def _find_resume_point(run_dir: Path) -> Checkpoint | None:
 
 
 def _record_attempt(
-    config: RunConfig, backend: str, env: dict[str, Any], run_dir: Path, resume: Checkpoint | None
+    config: RunConfig, backend: str, env: dict[str, Any], data_hashes: dict[str, str], run_dir: Path, resume: Checkpoint | None
 ) -> dict[str, Any]:
     """manifest.json describes the latest attempt; attempts.jsonl keeps every attempt's."""
     attempts = run_dir / ATTEMPTS_FILE
     number = 1 + (len(attempts.read_text().splitlines()) if attempts.is_file() else 0)
-    fingerprint = manifest.collect(config, backend, env) | {"attempt": number, "resumed_from_step": resume.step if resume else None}
+    fingerprint = manifest.collect(config, backend, env, data_hashes) | {"attempt": number, "resumed_from_step": resume.step if resume else None}
     (run_dir / MANIFEST_FILE).write_text(json.dumps(fingerprint, indent=2) + "\n")
     with attempts.open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(fingerprint) + "\n")

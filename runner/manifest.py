@@ -21,8 +21,8 @@ PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "t
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def collect(config: RunConfig, backend: str, environment: dict[str, Any]) -> dict[str, Any]:
-    """`environment` is runner.environment.describe(): the stack, its lock hash and the drift from it."""
+def collect(config: RunConfig, backend: str, environment: dict[str, Any], data_hashes: dict[str, str]) -> dict[str, Any]:
+    """`environment` is runner.environment.describe() (stack, lock hash, drift); `data_hashes` is data_sha256(config)."""
     return {
         "lockstep_version": _version("lockstep"),
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -40,7 +40,7 @@ def collect(config: RunConfig, backend: str, environment: dict[str, Any]) -> dic
         "drift": environment["drift"],
         "git": _git(),
         "config_sha256": config.sha256(),
-        "data_sha256": data_sha256(config),
+        "data_sha256": data_hashes,
     }
 
 
