@@ -1,4 +1,4 @@
-"""Developer sessions: `nox -s tests`, `nox -s lock`, `nox -s compat`, `nox -s bench` (build to come)."""
+"""Developer sessions: tests, extended, bench, lock, compat, wheelhouse, build, sif (`nox -l` lists them)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,13 @@ def tests(session: nox.Session) -> None:
     """Run the unit tests in a fresh environment from the cpu stack's lock."""
     _install_cpu_stack(session)
     session.run("pytest", "-m", "not slow", *session.posargs)
+
+
+@nox.session(python="3.11", default=False)
+def extended(session: nox.Session) -> None:
+    """The extended tests, left out of `make test` for time (e.g. pip-tools vs uv pins, ~5 min)."""
+    _install_cpu_stack(session)
+    session.run("pytest", "-m", "extended", *session.posargs)
 
 
 @nox.session(python="3.11")
@@ -47,3 +54,24 @@ def compat(session: nox.Session) -> None:
     into a fresh venv, pip check, imports, drift, and a real demo fine-tune; reports in runs/compat/."""
     session.install("packaging")
     session.run("python", "-m", "runner.compat", *session.posargs)
+
+
+@nox.session(python="3.11")
+def wheelhouse(session: nox.Session) -> None:
+    """Download every wheel of the named stacks' locks into wheelhouse/STACK, hash-verified (offline installs)."""
+    session.run("python", "-m", "runner.wheelhouse", *session.posargs)
+
+
+@nox.session(python="3.11")
+def build(session: nox.Session) -> None:
+    """Build the container image of the named stacks (default: cpu) from their locks; prints tag and size.
+
+    nox -s build -- cpu --base-image REF   a mirrored or private base image
+    """
+    session.run("python", "-m", "runner.images", "build", *(session.posargs or ["cpu"]))
+
+
+@nox.session(python="3.11")
+def sif(session: nox.Session) -> None:
+    """Export the named stacks' images (default: cpu) for Apptainer: an archive, and the SIF where apptainer exists."""
+    session.run("python", "-m", "runner.apptainer", *(session.posargs or ["cpu"]))

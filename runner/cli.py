@@ -7,9 +7,10 @@ import sys
 from typing import Sequence
 
 from runner import config as config_module
-from runner.errors import LockstepError
+from runner import job
+from runner.errors import LockstepError, report
 
-BACKENDS = ("local",)
+BACKENDS = ("local", "docker")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,17 +18,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser("train", help="train a config (the run resumes where it stopped)")
-    train.add_argument("config", help="YAML run config, e.g. configs/demo.yaml")
+    job.add_run_arguments(train)
     train.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-        help="override one config value, e.g. --set train.learning_rate=1e-4 (repeatable)",
+        "--backend", choices=BACKENDS, default="local",
+        help="where to run: local (this environment) or docker (the stack's image, with docker or podman)",
     )
-    train.add_argument("--backend", choices=BACKENDS, default="local", help="where to run (default: local)")
-    train.add_argument("--fresh", action="store_true", help="start over; the earlier run directory is moved aside, not deleted")
-    train.add_argument(
-        "--strict-env", action="store_true",
-        help="refuse to train unless this environment is exactly its stack's lock (see lockfiles/)",
-    )
+    train.add_argument("--stack", help="the stack whose image runs a container backend (default: this environment's, else cpu)")
+    train.add_argument("--dry-run", action="store_true", help="print the exact command a container backend would run, run nothing")
 
     check = commands.add_parser("check-config", help="validate a config and print it resolved, without training")
     check.add_argument("config")
@@ -38,19 +35,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        config = config_module.load(args.config, args.overrides)
+        config = config_module.load(args.config, args.overrides)  # every config problem, before anything else
         if args.command == "check-config":
             import yaml
 
             print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
             return 0
-        from runner import entrypoint
+        if args.backend == "docker":
+            from runner.backends import docker
 
-        entrypoint.main(config, backend=args.backend, fresh=args.fresh, strict_env=args.strict_env)
-        return 0
+            return docker.train(args, config)
+        return job.run(config, args, "local")
     except LockstepError as exc:
-        print(f"lockstep: {exc.label}: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return report(exc)
     except KeyboardInterrupt:
         print("lockstep: interrupted", file=sys.stderr)
         return 130

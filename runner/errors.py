@@ -67,3 +67,17 @@ class StackError(LockstepError):
     """A stack is unknown, badly declared, or its lock is missing or stale."""
 
     exit_code = 8
+
+
+class ImageError(LockstepError):
+    """A container image cannot be built, exported or run (no tool, a failed build...)."""
+
+    exit_code = 9
+
+
+def report(exc: LockstepError) -> int:
+    """Print `exc` the way every lockstep command does and return its exit code."""
+    import sys
+
+    print(f"lockstep: {exc.label}: {exc}", file=sys.stderr)
+    return exc.exit_code

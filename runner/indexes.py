@@ -8,6 +8,10 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from runner.stacks import Stack
 
 
 def unreachable(urls: Sequence[str], timeout_s: float = 10) -> dict[str, str]:
@@ -22,6 +26,16 @@ def unreachable(urls: Sequence[str], timeout_s: float = 10) -> dict[str, str]:
         except (urllib.error.URLError, OSError) as exc:
             failed[url] = str(getattr(exc, "reason", exc))
     return failed
+
+
+def extra_index_args(stack: Stack) -> list[str]:
+    """pip's --extra-index-url for the stack's indexes beyond the first, leaving out (with a note)
+    those that do not answer, so pip does not spend minutes retrying them; pip then finds those
+    packages in its own configured sources or says which it could not find."""
+    down = unreachable(stack.index_urls[1:])
+    for url, reason in down.items():
+        print(f"lockstep: {url} cannot be reached ({reason}); going on without it", file=sys.stderr)
+    return [f"--extra-index-url={url}" for url in stack.index_urls[1:] if url not in down]
 
 
 def pip_find_links() -> list[str]:

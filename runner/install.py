@@ -31,10 +31,7 @@ def install(stack: stacks.Stack, venv: Path) -> None:
     python = venv / "bin" / "python"
     if not python.exists():
         _run([sys.executable, "-m", "venv", str(venv)], f"create the virtual environment {venv}")
-    down = indexes.unreachable(stack.index_urls[1:])
-    for url, reason in down.items():
-        print(f"lockstep: {url} cannot be reached ({reason}); installing without it", file=sys.stderr)
-    extra = [f"--extra-index-url={url}" for url in stack.index_urls[1:] if url not in down]
+    extra = indexes.extra_index_args(stack)
     pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     _run([*pip, "--require-hashes", "--no-deps", *extra, "-r", str(stack.lock_file)], f"install the lock of stack {stack.name}")
     _run([*pip, "--no-deps", "-e", str(REPO_ROOT)], "install lockstep itself")

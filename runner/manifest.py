@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import runner
 from runner.config import RunConfig
 from runner.data import resolve_path
 from runner.hashing import file_sha256
@@ -24,7 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 def collect(config: RunConfig, backend: str, environment: dict[str, Any], data_hashes: dict[str, str]) -> dict[str, Any]:
     """`environment` is runner.environment.describe() (stack, lock hash, drift); `data_hashes` is data_sha256(config)."""
     return {
-        "lockstep_version": _version("lockstep"),
+        "lockstep_version": runner.__version__,
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "backend": backend,
         "host": socket.gethostname(),
@@ -39,6 +40,7 @@ def collect(config: RunConfig, backend: str, environment: dict[str, Any], data_h
         "lock_sha256": environment["lock_sha256"],
         "drift": environment["drift"],
         "git": _git(),
+        "image": _image(),
         "config_sha256": config.sha256(),
         "data_sha256": data_hashes,
     }
@@ -82,9 +84,17 @@ def _git() -> dict[str, Any] | None:
         return result.stdout.strip() if result.returncode == 0 else None
 
     commit = run("rev-parse", "HEAD")
-    if commit is None:
-        return None
+    if commit is None:  # an image holds no checkout; it was labelled with the commit it was built from
+        built_from = os.environ.get("LOCKSTEP_GIT_COMMIT")
+        return {"commit": built_from.removesuffix("-dirty"), "dirty": built_from.endswith("-dirty")} if built_from else None
     return {"commit": commit, "dirty": bool(run("status", "--porcelain", "--untracked-files=no"))}
+
+
+def _image() -> dict[str, str] | None:
+    """The container image the run executes in, as the container backend started it."""
+    if not os.environ.get("LOCKSTEP_IMAGE"):
+        return None
+    return {"ref": os.environ["LOCKSTEP_IMAGE"], "id": os.environ.get("LOCKSTEP_IMAGE_ID", "")}
 
 
 def _user() -> str | None:

@@ -19,7 +19,7 @@ from runner import checkpoint, metrics
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def assert_complete_run(run_dir: Path, *, min_eval_drop: float = 0.30) -> dict:
+def assert_complete_run(run_dir: Path, *, min_eval_drop: float = 0.30, backend: str = "local") -> dict:
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["model"]["name_or_path"] and config["output_dir"]
 
@@ -28,7 +28,7 @@ def assert_complete_run(run_dir: Path, *, min_eval_drop: float = 0.30) -> dict:
         assert key in manifest, key
     for package in ("torch", "transformers", "trl", "peft"):
         assert manifest["packages"][package], package
-    assert manifest["backend"] == "local"
+    assert manifest["backend"] == backend
 
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     with (run_dir / "metrics.csv").open() as handle:

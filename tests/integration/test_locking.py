@@ -30,6 +30,7 @@ def test_a_stack_whose_index_is_unreachable_says_so():
     assert not stack.lock_file.exists()
 
 
+@pytest.mark.extended  # pip-compile downloads every wheel to hash it: minutes
 def test_pip_tools_gives_the_same_pins_as_uv_on_the_cpu_stack(tmp_path):
     """pip-compile downloads every wheel to hash it (minutes); uv reads hashes from the index (seconds)."""
     stack = stacks.get("cpu")

@@ -1,0 +1,132 @@
+"""`--backend docker`: the run inside its stack's image (docker or podman), its files on the host.
+
+The image is built first if the current files have none (`runner.images`). The container
+sees the working directory, the config, data, model and run directory at the same paths as
+the host, so relative paths in a config mean the same thing in both, and runs as the
+invoking user, so the run directory stays the user's. The run directory is written through
+the mount: a stopped or crashed container resumes like a local run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from runner import containers, environment, images, shell, stacks
+from runner.backends.base import Submission
+from runner.config import BUILTIN_PREFIX, RunConfig
+from runner.demo import tiny_model
+from runner.errors import ImageError
+
+NAME = "docker"
+CACHE_IN_CONTAINER = "/cache/lockstep"
+HF_HOME_IN_CONTAINER = "/cache/huggingface"
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR2)
+SECRETS = ("HF_TOKEN",)  # passed by name: the value never appears in a command line
+
+
+def train(args: argparse.Namespace, config: RunConfig) -> int:
+    stack = stacks.get(args.stack or environment.current_stack() or "cpu")
+    tool = containers.find("run")
+    if args.dry_run:
+        ref, image_id = images.spec(stack).tag, "(built before the run if missing)"
+    else:
+        built = images.build(stack, tool=tool)
+        ref, image_id = built.spec.tag, built.info.id
+    submission = prepare(
+        config, Path(args.config), args.overrides, tool=tool.name, image=ref, image_id=image_id, gpus=stack.accelerator == "cuda",
+        fresh=args.fresh, strict_env=args.strict_env, host_cache=tiny_model.cache_dir().parent, hf_home=_host_hf_home(),
+        cwd=Path.cwd(), user=f"{os.getuid()}:{os.getgid()}", environ=os.environ,
+    )
+    if args.dry_run:
+        print(shell.join(submission.argv))
+        return 0
+    for directory in submission.create_dirs:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+    return submit(submission)
+
+
+def prepare(
+    config: RunConfig, config_path: Path, overrides: list[str], *, tool: str, image: str, image_id: str, gpus: bool,
+    fresh: bool, strict_env: bool, host_cache: Path, hf_home: Path, cwd: Path, user: str, environ: Mapping[str, str],
+) -> Submission:
+    """The exact `docker run` / `podman run` command; pure, so it can be compared with a golden file."""
+    cwd = cwd.resolve()
+    output_dir = _absolute(config.output_dir, cwd)
+    mounts = [(cwd, cwd, "rw"), (host_cache, Path(CACHE_IN_CONTAINER), "rw"), (hf_home, Path(HF_HOME_IN_CONTAINER), "rw")]
+    if not _inside(output_dir, cwd):
+        mounts.append((output_dir, output_dir, "rw"))
+    for path in _inputs(config, config_path, cwd):
+        if not _inside(path, cwd):
+            mounts.append((path, path, "ro"))
+    argv = [tool, "run", "--rm", f"--user={user}", f"--workdir={cwd}", "--ipc=host", f"--label=io.lockstep.run={output_dir}"]
+    argv += [f"--mount={_mount(source, target, mode)}" for source, target, mode in mounts]
+    env = {"HOME": "/tmp", "LOCKSTEP_CACHE": CACHE_IN_CONTAINER, "HF_HOME": HF_HOME_IN_CONTAINER,
+           "LOCKSTEP_IMAGE": image, "LOCKSTEP_IMAGE_ID": image_id}
+    argv += [f"--env={key}={value}" for key, value in env.items()]
+    argv += [f"--env={name}" for name in SECRETS if name in environ]
+    if gpus:  # docker's NVIDIA runtime flag; podman reaches GPUs through CDI
+        argv.append("--gpus=all" if tool == "docker" else "--device=nvidia.com/gpu=all")
+    argv += [image, str(_absolute(str(config_path), cwd)), "--backend", NAME]
+    argv += [f"--set={override}" for override in overrides] + ["--fresh"] * fresh + ["--strict-env"] * strict_env
+    return Submission(files={}, argv=tuple(argv), create_dirs=(str(output_dir), str(host_cache), str(hf_home)))
+
+
+def submit(submission: Submission) -> int:
+    """Run the container in the foreground and return its exit code (75: stopped, checkpointed).
+
+    The container runs in its own session, so a Ctrl-C in the terminal reaches it once,
+    through lockstep, which forwards it and the scheduler's signals (TERM, HUP, USR2)."""
+    process = subprocess.Popen(submission.argv, start_new_session=True)
+    previous = {sig: signal.signal(sig, lambda number, _frame: process.send_signal(number)) for sig in FORWARDED_SIGNALS}
+    try:
+        code = process.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if code == 125 or code == 127:  # docker/podman's own failures, before the job started
+        print(f"lockstep: {submission.argv[0]} could not start the container (exit {code}); see its message above", file=sys.stderr)
+    return code if code >= 0 else 128 - code
+
+
+def _inputs(config: RunConfig, config_path: Path, cwd: Path) -> list[Path]:
+    """Files and directories the job reads: the config, data files and a local model."""
+    refs = [str(config_path), config.data.train, config.data.valid, config.model.name_or_path]
+    found = []
+    for ref in refs:
+        if ref and not ref.startswith(BUILTIN_PREFIX):
+            path = _absolute(ref, cwd)
+            if path.exists() and path not in found:
+                found.append(path)  # a hub model id is no path: it is downloaded inside the job
+    return found
+
+
+def _mount(source: Path, target: Path, mode: str) -> str:
+    """A --mount value. docker and podman read it as one CSV record, so a path with a comma or a
+    double quote is quoted the CSV way, and stays one field."""
+    if "\n" in f"{source}{target}":
+        raise ImageError(f"cannot mount {str(source)!r} into a container: its name has a newline; rename it")
+    fields = ["type=bind", f"source={source}", f"destination={target}"] + (["ro"] if mode == "ro" else [])
+    record = io.StringIO()
+    csv.writer(record, lineterminator="").writerow(fields)
+    return record.getvalue()
+
+
+def _absolute(ref: str, cwd: Path) -> Path:
+    path = Path(ref).expanduser()
+    return Path(os.path.normpath(path if path.is_absolute() else cwd / path))
+
+
+def _inside(path: Path, directory: Path) -> bool:
+    return path == directory or directory in path.parents
+
+
+def _host_hf_home() -> Path:
+    return Path(os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "huggingface")

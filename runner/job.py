@@ -1,0 +1,54 @@
+"""`python -m runner.job CONFIG [--set KEY=VALUE ...]`: the in-job entry point every backend starts.
+
+It trains in the environment it runs in (a venv, an image, a cluster node): `lockstep train
+--backend local` calls the same code, and a container or a scheduler job starts this module,
+naming its backend so the manifest records where the run executed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from runner import config as config_module
+from runner.errors import LockstepError, report
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments that describe one run, the same for `lockstep train` and the in-job entry."""
+    parser.add_argument("config", help="YAML run config, e.g. configs/demo.yaml")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        help="override one config value, e.g. --set train.learning_rate=1e-4 (repeatable)",
+    )
+    parser.add_argument("--fresh", action="store_true", help="start over; the earlier run directory is moved aside, not deleted")
+    parser.add_argument(
+        "--strict-env", action="store_true",
+        help="refuse to train unless this environment is exactly its stack's lock (see lockfiles/)",
+    )
+
+
+def run(config: config_module.RunConfig, args: argparse.Namespace, backend: str) -> int:
+    from runner import entrypoint
+
+    entrypoint.main(config, backend=backend, fresh=args.fresh, strict_env=args.strict_env)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m runner.job", description=__doc__.splitlines()[0])
+    add_run_arguments(parser)
+    parser.add_argument("--backend", default="local", help="the backend that started this job, for the manifest")
+    args = parser.parse_args(argv)
+    try:
+        return run(config_module.load(args.config, args.overrides), args, args.backend)
+    except LockstepError as exc:
+        return report(exc)
+    except KeyboardInterrupt:
+        print("lockstep: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
