@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner import containers, images, shell, stacks
-from runner.errors import ImageError, LockstepError
+from runner.errors import ImageError, LockstepError, report
 
 
 @dataclass(frozen=True)
@@ -82,8 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in args.stacks:
             make(stacks.get(name), args.out, base_image=args.base_image)
     except LockstepError as exc:
-        print(f"lockstep: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return report(exc)
     return 0
 
 

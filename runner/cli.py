@@ -8,7 +8,7 @@ from typing import Sequence
 
 from runner import config as config_module
 from runner import job
-from runner.errors import LockstepError, report
+from runner.errors import run_command
 
 BACKENDS = ("local", "docker")
 
@@ -34,23 +34,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        config = config_module.load(args.config, args.overrides)  # every config problem, before anything else
-        if args.command == "check-config":
-            import yaml
+    return run_command(lambda: _run(args))
 
-            print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
-            return 0
-        if args.backend == "docker":
-            from runner.backends import docker
 
-            return docker.train(args, config)
-        return job.run(config, args, "local")
-    except LockstepError as exc:
-        return report(exc)
-    except KeyboardInterrupt:
-        print("lockstep: interrupted", file=sys.stderr)
-        return 130
+def _run(args: argparse.Namespace) -> int:
+    config = config_module.load(args.config, args.overrides)  # every config problem, before anything else
+    if args.command == "check-config":
+        import yaml
+
+        print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+        return 0
+    if args.backend == "docker":
+        from runner.backends import docker
+
+        return docker.train(args, config)
+    return job.run(config, args, "local")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from runner import install, known_bad, stacks
-from runner.errors import LockstepError
+from runner.errors import LockstepError, report
 
 REPO_ROOT = stacks.LOCKFILES.parent
 IMPORTS = {
@@ -134,8 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         chosen = [stacks.get(name) for name in args.stacks] or list(stacks.load().values())
         known_bad.load()  # a broken rules file stops everything before any install
     except LockstepError as exc:
-        print(f"lockstep: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return report(exc)
     failed = []
     for stack in chosen:
         print(f"lockstep: compat: {stack.name} ...", file=sys.stderr, flush=True)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+
 
 class LockstepError(Exception):
     """A failure the user can act on: the message says what happened and what to do next."""
@@ -77,7 +80,16 @@ class ImageError(LockstepError):
 
 def report(exc: LockstepError) -> int:
     """Print `exc` the way every lockstep command does and return its exit code."""
-    import sys
-
     print(f"lockstep: {exc.label}: {exc}", file=sys.stderr)
     return exc.exit_code
+
+
+def run_command(action: Callable[[], int]) -> int:
+    """Run a command's body: its LockstepError becomes its message and exit code, Ctrl-C exit 130."""
+    try:
+        return action()
+    except LockstepError as exc:
+        return report(exc)
+    except KeyboardInterrupt:
+        print("lockstep: interrupted", file=sys.stderr)
+        return 130

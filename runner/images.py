@@ -26,7 +26,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from runner import containers, shell, stacks, wheelhouse
-from runner.errors import ImageError, LockstepError, StackError
+from runner.errors import ImageError, LockstepError, StackError, report
+from runner.gitinfo import git
 from runner.hashing import file_sha256
 
 DOCKERFILE = "docker/Dockerfile"
@@ -142,16 +143,9 @@ def build(
 
 def _git_state(root: Path) -> tuple[str, int]:
     """(commit, its time) of the checkout; SOURCE_DATE_EPOCH, when set, wins over the commit time."""
-    def git(*args: str) -> str | None:
-        try:
-            result = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return result.stdout.strip() if result.returncode == 0 else None
-
-    found = git("log", "-1", "--format=%H %ct")
+    found = git(root, "log", "-1", "--format=%H %ct")
     commit, _, when = (found or "").partition(" ")
-    if commit and git("status", "--porcelain", "--", "docker", "lockfiles", "runner", "pyproject.toml"):
+    if commit and git(root, "status", "--porcelain", "--", "docker", "lockfiles", "runner", "pyproject.toml"):
         commit += "-dirty"
     epoch = os.environ.get("SOURCE_DATE_EPOCH") or when or "0"
     return commit, int(epoch)
@@ -203,8 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.json:
                 args.json.write_text(json.dumps([_record(built) for built in results], indent=2) + "\n")
     except LockstepError as exc:
-        print(f"lockstep: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return report(exc)
     return 0
 
 

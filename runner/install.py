@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from runner import indexes, stacks
-from runner.errors import LockstepError, StackError
+from runner.errors import LockstepError, StackError, report
 from runner.hashing import file_sha256
 
 REPO_ROOT = stacks.LOCKFILES.parent
@@ -52,8 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         install(stacks.get(args.stack), args.venv)
     except LockstepError as exc:
-        print(f"lockstep: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return report(exc)
     return 0
 
 

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from runner import config as config_module
-from runner.errors import LockstepError, report
+from runner.errors import run_command
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,13 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_run_arguments(parser)
     parser.add_argument("--backend", default="local", help="the backend that started this job, for the manifest")
     args = parser.parse_args(argv)
-    try:
-        return run(config_module.load(args.config, args.overrides), args, args.backend)
-    except LockstepError as exc:
-        return report(exc)
-    except KeyboardInterrupt:
-        print("lockstep: interrupted", file=sys.stderr)
-        return 130
+    return run_command(lambda: run(config_module.load(args.config, args.overrides), args, args.backend))
 
 
 if __name__ == "__main__":

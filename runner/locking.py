@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from runner import indexes, stacks
-from runner.errors import LockstepError, StackError
+from runner.errors import LockstepError, StackError, report
 
 ENGINES = ("uv", "pip-tools")
 
@@ -111,8 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"lockstep: error: {failure}", file=sys.stderr)
         return StackError.exit_code if failures else 0
     except LockstepError as exc:
-        print(f"lockstep: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return report(exc)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ import importlib.metadata
 import os
 import platform
 import socket
-import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import runner
 from runner.config import RunConfig
 from runner.data import resolve_path
+from runner.gitinfo import git
 from runner.hashing import file_sha256
 
 PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers", "bitsandbytes", "unsloth", "mlx", "mlx-lm")
@@ -76,18 +76,11 @@ def _cuda() -> dict[str, Any] | None:
 
 def _git() -> dict[str, Any] | None:
     """The commit of the lockstep checkout that ran, and whether it had local changes."""
-    def run(*args: str) -> str | None:
-        try:
-            result = subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return result.stdout.strip() if result.returncode == 0 else None
-
-    commit = run("rev-parse", "HEAD")
+    commit = git(REPO_ROOT, "rev-parse", "HEAD")
     if commit is None:  # an image holds no checkout; it was labelled with the commit it was built from
         built_from = os.environ.get("LOCKSTEP_GIT_COMMIT")
         return {"commit": built_from.removesuffix("-dirty"), "dirty": built_from.endswith("-dirty")} if built_from else None
-    return {"commit": commit, "dirty": bool(run("status", "--porcelain", "--untracked-files=no"))}
+    return {"commit": commit, "dirty": bool(git(REPO_ROOT, "status", "--porcelain", "--untracked-files=no"))}
 
 
 def _image() -> dict[str, str] | None:

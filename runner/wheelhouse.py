@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from runner import indexes, stacks
-from runner.errors import LockstepError, StackError
+from runner.errors import LockstepError, StackError, report
 from runner.hashing import file_sha256
 
 WHEELHOUSE_ROOT = stacks.LOCKFILES.parent / "wheelhouse"
@@ -100,8 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             size = sum(path.stat().st_size for path in files) / 2**20
             print(f"lockstep: wheelhouse of {name}: {dest} ({len(files)} files, {size:.0f} MiB, all in the lock)", file=sys.stderr)
     except LockstepError as exc:
-        print(f"lockstep: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return report(exc)
     return 0
 
 
