@@ -47,4 +47,4 @@ def test_image_build_cold_and_warm(benchmark, container_env, tmp_path):
     benchmark.extra_info.update(report)
     print(f"\ncpu image: cold build {report['cold_s']:.0f} s, after a code change {report['warm_s']:.0f} s "
           f"({report['warm_share']:.0%} of cold); {report['image_bytes'] / 1e9:.2f} GB in {report['layers']} layers")
-    assert warm["layers"][:5] == cold["layers"][:5]  # the dependency layer was reused
+    assert not warm["reused"] and warm["tag"] != cold["tag"]  # both were real builds (layer reuse: tests/integration/test_images.py)
