@@ -33,7 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "train" and args.backend == "local" and (args.dry_run or args.stack):
+        # Not ignored: a --dry-run that trained for real would be the worst surprise.
+        parser.error("--dry-run and --stack apply to container backends (--backend docker); a local run uses this environment")
     return run_command(lambda: _run(args))
 
 

@@ -132,7 +132,7 @@ def build(
                            timestamp=image.source_date_epoch, no_cache=no_cache)
     _say(f"building {image.tag} with {tool.name} from {image.base_image}")
     if subprocess.run(argv).returncode != 0:
-        raise ImageError(f"the build of {image.tag} failed; {tool.name} said why above (command: {' '.join(argv)})")
+        raise ImageError(f"the build of {image.tag} failed; {tool.name} said why above (command: {shell.join(argv)})")
     info = tool.inspect(image.tag)
     if info is None:
         raise ImageError(f"{tool.name} reported success but has no image {image.tag}")
@@ -187,7 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(spec(stacks.get(args.stack), args.base_image).tag)
         elif args.command == "context":
             image = spec(stacks.get(args.stack))
-            stage_context(image, args.dir, wheelhouse.default_dir(image.stack) if wheelhouse.default_dir(image.stack).is_dir() else None)
+            wheels = wheelhouse.default_dir(image.stack)
+            stage_context(image, args.dir, wheels if wheels.is_dir() else None)
             print(shell.join(containers.Tool("docker").build_argv(
                 context=args.dir, dockerfile=args.dir / DOCKERFILE, tag=image.tag, build_args=image.build_args(),
                 timestamp=image.source_date_epoch)))
