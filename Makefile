@@ -17,6 +17,7 @@ PINNED_LOCK := lockfiles/cu121-torch251-pypi.in $(wildcard lockfiles/cu121-torch
 help:
 	@echo "make train [CONFIG=configs/demo.yaml] [TARGET=local]   fine-tune (default: the embedded demo on CPU)"
 	@echo "                                                        TARGET=docker: inside the stack's image (docker or podman)"
+	@echo "                                                        TARGET=slurm: an sbatch job (see the config's slurm section)"
 	@echo "make test [PYTEST_ARGS=...]                             run the test suite"
 	@echo "make bench                                              run the benchmarks (results in runs/bench/)"
 	@echo "make clean                                              remove the virtual environments"

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 from typing import Sequence
 
+from runner import backends, job
 from runner import config as config_module
-from runner import job
+from runner.backends import jobs
+from runner.backends.base import JobSpec
 from runner.errors import run_command
-
-BACKENDS = ("local", "docker")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,11 +22,19 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a config (the run resumes where it stopped)")
     job.add_run_arguments(train)
     train.add_argument(
-        "--backend", choices=BACKENDS, default="local",
-        help="where to run: local (this environment) or docker (the stack's image, with docker or podman)",
+        "--backend", choices=backends.NAMES, default="local",
+        help="where to run: local (this environment), docker (the stack's image, with docker or podman), "
+             "slurm (an sbatch job; resources, partition and container in the config)",
     )
-    train.add_argument("--stack", help="the stack whose image runs a container backend (default: this environment's, else cpu)")
-    train.add_argument("--dry-run", action="store_true", help="print the exact command a container backend would run, run nothing")
+    train.add_argument("--dry-run", action="store_true",
+                       help="print the exact command or job script the backend would run, and run nothing")
+
+    for name, text in (("status", "the state of a run and of its scheduler job"), ("logs", "the output of a run's scheduler job"),
+                       ("cancel", "cancel a run's scheduler job (its checkpoints stay)")):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("run_dir", metavar="RUN", type=Path, help="the run directory (the config's output_dir)")
+        if name == "logs":
+            command.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
 
     check = commands.add_parser("check-config", help="validate a config and print it resolved, without training")
     check.add_argument("config")
@@ -35,24 +45,39 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "train" and args.backend == "local" and (args.dry_run or args.stack):
+    if args.command == "train" and args.backend == "local" and args.dry_run:
         # Not ignored: a --dry-run that trained for real would be the worst surprise.
-        parser.error("--dry-run and --stack apply to container backends (--backend docker); a local run uses this environment")
+        parser.error("--dry-run applies to --backend docker and slurm; a local run has nothing to print but itself")
     return run_command(lambda: _run(args))
 
 
 def _run(args: argparse.Namespace) -> int:
+    from runner import submit
+
+    if args.command in ("status", "logs", "cancel"):
+        if args.command == "logs":
+            return submit.logs(args.run_dir, args.follow)
+        return getattr(submit, args.command)(args.run_dir)
     config = config_module.load(args.config, args.overrides)  # every config problem, before anything else
     if args.command == "check-config":
         import yaml
 
         print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
         return 0
+    spec = _spec(args, config)
+    if args.backend in backends.SCHEDULED:
+        return submit.submit(spec, args.backend, dry_run=args.dry_run, fresh=args.fresh)
+    submit.check(spec, args.backend)
     if args.backend == "docker":
         from runner.backends import docker
 
         return docker.train(args, config)
-    return job.run(config, args, "local")
+    return job.run_local(config, args)
+
+
+def _spec(args: argparse.Namespace, config: config_module.RunConfig) -> JobSpec:
+    return JobSpec(config=config, config_path=Path(args.config).resolve(), overrides=tuple(args.overrides),
+                   strict_env=args.strict_env, cwd=Path(os.getcwd()), submission_id=jobs.new_submission_id())
 
 
 if __name__ == "__main__":

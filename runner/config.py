@@ -18,6 +18,8 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from runner import config_placement
+from runner.config_placement import DistributedConfig, ModalConfig, ResourcesConfig, SlurmConfig
 from runner.errors import ConfigError
 from runner.signals import ALLOWED_SIGNALS, DEFAULT_SIGNALS
 
@@ -89,7 +91,12 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     engine: EngineName = "auto"
+    stack: str | None = None  # the locked environment container backends run in (lockfiles/stacks.toml)
     output_dir: str
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
+    modal: ModalConfig = field(default_factory=ModalConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
@@ -119,13 +126,20 @@ _RANGES: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
     ("checkpoint", "every_percent"): (lambda v: 0 < v <= 100, "in (0, 100]"),
     ("checkpoint", "every_minutes"): (lambda v: v is None or v > 0, "greater than 0"),
     ("checkpoint", "keep_last"): (lambda v: v >= 1, "at least 1"),
-    ("checkpoint", "signals"): (lambda v: set(v) <= set(ALLOWED_SIGNALS), f"names from {', '.join(ALLOWED_SIGNALS)}"),
+    ("lora", "target_modules"): (lambda v: len(v) > 0, "at least one module name (or all-linear)"),
+    ("checkpoint", "signals"): (lambda v: v and set(v) <= set(ALLOWED_SIGNALS), f"names from {', '.join(ALLOWED_SIGNALS)}"),
+    **config_placement.RANGES,
 }
 
 # Keys whose change cannot alter the training trajectory: a run may resume across them.
 RESUME_SAFE_KEYS = frozenset(
     {"output_dir", "train.log_every_steps", "checkpoint.every_percent", "checkpoint.every_minutes", "checkpoint.keep_last", "checkpoint.signals"}
 )
+
+
+def resume_safe(key: str) -> bool:
+    """Whether a run may continue after `key` (a dotted name) changed."""
+    return key in RESUME_SAFE_KEYS or config_placement.resume_safe(key)
 
 
 def load(path: str | Path, overrides: typing.Sequence[str] = ()) -> RunConfig:
@@ -236,9 +250,22 @@ def _coerce(value: Any, hint: Any, name: str, problems: list[str]) -> Any:
         return _INVALID
     if origin is tuple:
         items = [value] if isinstance(value, str) else value
-        if isinstance(items, list) and items and all(isinstance(i, str) for i in items):
+        if isinstance(items, list) and all(isinstance(i, str) and i for i in items):
             return tuple(items)
-        problems.append(f"{name}: expected a name or a non-empty list of names, got {_describe(value)}")
+        problems.append(f"{name}: expected a text or a list of texts, got {_describe(value)}")
+        return _INVALID
+    if origin is dict:
+        scalars = (str, int, float)
+        if isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, scalars) and not isinstance(v, bool) for k, v in value.items()):
+            return {k: str(v) for k, v in value.items()}
+        problems.append(f"{name}: expected a mapping of NAME: value (quote true/false), got {_describe(value)}")
+        return _INVALID
+    if hint is config_placement.Duration:
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return f"{value}s"
+        if isinstance(value, str) and value:
+            return value
+        problems.append(f"{name}: expected a duration, {config_placement.TIME_LIMIT_EXAMPLES}; got {_describe(value)}")
         return _INVALID
     if hint is bool:
         if isinstance(value, bool):

@@ -22,8 +22,9 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def barrier() -> None:
-    """Wait until every rank gets here; starts the process group if the trainer has not yet."""
+def barrier(backend: str = "auto") -> None:
+    """Wait until every rank gets here; starts the process group if the trainer has not yet
+    (`backend` auto: nccl with GPUs, gloo without)."""
     if world_size() <= 1:
         return
     import torch
@@ -33,7 +34,7 @@ def barrier() -> None:
         cuda = torch.cuda.is_available()
         if cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend="nccl" if cuda else "gloo")
+        dist.init_process_group(backend=("nccl" if cuda else "gloo") if backend == "auto" else backend)
     dist.barrier()
 
 

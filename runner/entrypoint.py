@@ -16,13 +16,14 @@ import yaml
 
 from runner import distributed, drift, engines, environment, manifest, metrics, report
 from runner.checkpoint import Checkpoint, CheckpointStore, StorageHook
-from runner.config import RESUME_SAFE_KEYS, RunConfig, changed_keys
+from runner.config import RunConfig, changed_keys, resume_safe
 from runner.errors import OutputDirError, ResumeRefused, StoppedForRequeue
 from runner.signals import StopFlag, stop_on
 
 CONFIG_FILE = "config.yaml"
 MANIFEST_FILE = "manifest.json"
 ATTEMPTS_FILE = "attempts.jsonl"
+JOBS_DIR = "jobs"  # runner.backends.jobs keeps submissions there
 
 
 def main(
@@ -50,7 +51,7 @@ def main(
     if main_rank:
         data_hashes = manifest.data_sha256(config)  # hashed once: data files can be large
         _prepare(config, run_dir, fresh, data_hashes)
-    distributed.barrier()
+    distributed.barrier(config.distributed.backend)
     finished = report.load_summary(run_dir)
     if finished is not None:
         if main_rank:
@@ -64,7 +65,7 @@ def main(
         (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
         fingerprint = _record_attempt(config, backend, env, data_hashes, run_dir, resume)
         meta = {key: fingerprint[key] for key in ("config_sha256", "lock_sha256", "data_sha256", "attempt")}
-    distributed.barrier()
+    distributed.barrier(config.distributed.backend)
     if not main_rank:
         resume, _ = store.newest_valid()  # rank 0 has removed what was unusable
 
@@ -123,7 +124,7 @@ def _check_same_run(config: RunConfig, run_dir: Path, data_hashes: dict[str, str
             "or pass --fresh to move its contents aside"
         )
     changed = changed_keys(yaml.safe_load(previous_file.read_text()) or {}, config.to_dict())
-    blocking = [key for key in changed if key not in RESUME_SAFE_KEYS] + _changed_data(data_hashes, run_dir)
+    blocking = [key for key in changed if not resume_safe(key)] + _changed_data(data_hashes, run_dir)
     if blocking:
         raise ResumeRefused(
             f"the run in {run_dir} was started with a different {', '.join(blocking)}; continuing would not "
@@ -188,7 +189,8 @@ def move_aside(run_dir: Path) -> Path:
 def _has_content(run_dir: Path) -> bool:
     if run_dir.exists() and not run_dir.is_dir():
         raise OutputDirError(f"output_dir {run_dir} exists and is not a directory; choose another output_dir")
-    return run_dir.is_dir() and any(run_dir.iterdir())
+    # jobs/ holds scheduler submissions (their scripts and logs), written before the run starts
+    return run_dir.is_dir() and any(entry.name != JOBS_DIR for entry in run_dir.iterdir())
 
 
 def _describe(run_dir: Path, summary: dict[str, Any]) -> str:

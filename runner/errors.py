@@ -78,6 +78,24 @@ class ImageError(LockstepError):
     exit_code = 9
 
 
+class LimitError(LockstepError):
+    """The run asks for something its backend cannot give; found before anything was submitted."""
+
+    exit_code = 10
+
+    def __init__(self, backend: str, problems: list[str]) -> None:
+        self.problems = list(problems)
+        lines = [f"--backend {backend}: {len(self.problems)} problem(s) found, nothing was submitted:"]
+        lines += [f"  - {problem}" for problem in self.problems]
+        super().__init__("\n".join(lines))
+
+
+class BackendError(LockstepError):
+    """A scheduler or platform refused or lost a job (sbatch failed, the job is unknown...)."""
+
+    exit_code = 11
+
+
 def report(exc: LockstepError) -> int:
     """Print `exc` the way every lockstep command does and return its exit code."""
     print(f"lockstep: {exc.label}: {exc}", file=sys.stderr)

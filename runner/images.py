@@ -31,6 +31,7 @@ from runner.gitinfo import git
 from runner.hashing import file_sha256
 
 DOCKERFILE = "docker/Dockerfile"
+IMAGE_PYTHON = "/opt/venv/bin/python"  # the stack's venv inside every lockstep image (docker/install-lock.sh)
 SCRIPTS = ("docker/install-python.sh", "docker/install-lock.sh")
 WHEELS_IN_CONTEXT = "wheelhouse"
 LABEL_STACK, LABEL_LOCK, LABEL_CODE = "io.lockstep.stack", "io.lockstep.lock-sha256", "io.lockstep.code-sha256"

@@ -8,8 +8,10 @@ naming its backend so the manifest records where the run executed.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from runner import config as config_module
 from runner.errors import run_command
@@ -36,12 +38,33 @@ def run(config: config_module.RunConfig, args: argparse.Namespace, backend: str)
     return 0
 
 
+def run_local(config: config_module.RunConfig, args: argparse.Namespace) -> int:
+    """`--backend local`: train here; several processes (resources.processes_per_node) under torchrun."""
+    processes = config.resources.processes_per_node
+    if processes == 1 or "WORLD_SIZE" in os.environ:  # one process, or already one of torchrun's workers
+        return run(config, args, "local")
+    from runner import launch
+
+    return launch.run(nnodes=1, nproc=processes, node_rank=0, master_addr=None, master_port=launch.DEFAULT_PORT,
+                      job_args=job_arguments(args, "local"))
+
+
+def job_arguments(args: argparse.Namespace, backend: str) -> list[str]:
+    """The in-job entry's arguments for the run `args` describes."""
+    return [str(args.config), *[f"--set={item}" for item in args.overrides], "--backend", backend,
+            *["--fresh"] * args.fresh, *["--strict-env"] * args.strict_env]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m runner.job", description=__doc__.splitlines()[0])
     add_run_arguments(parser)
     parser.add_argument("--backend", default="local", help="the backend that started this job, for the manifest")
     args = parser.parse_args(argv)
-    return run_command(lambda: run(config_module.load(args.config, args.overrides), args, args.backend))
+    code = run_command(lambda: run(config_module.load(args.config, args.overrides), args, args.backend))
+    exit_dir = os.environ.get("LOCKSTEP_EXIT_DIR")  # set by runner.launch, which reports the node's code
+    if exit_dir:
+        (Path(exit_dir) / f"rank-{os.environ.get('RANK', '0')}").write_text(str(code))
+    return code
 
 
 if __name__ == "__main__":

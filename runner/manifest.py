@@ -20,6 +20,9 @@ from runner.hashing import file_sha256
 
 PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers", "bitsandbytes", "unsloth", "mlx", "mlx-lm")
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Where a scheduler ran the attempt: its job id, restart count and nodes (set by Slurm, or by lockstep's job).
+SCHEDULER_VARS = ("LOCKSTEP_SUBMISSION", "SLURM_JOB_ID", "SLURM_RESTART_COUNT", "SLURM_JOB_NODELIST", "SLURM_JOB_PARTITION",
+                  "SLURM_CLUSTER_NAME", "MODAL_TASK_ID")
 
 
 def collect(config: RunConfig, backend: str, environment: dict[str, Any], data_hashes: dict[str, str]) -> dict[str, Any]:
@@ -41,6 +44,7 @@ def collect(config: RunConfig, backend: str, environment: dict[str, Any], data_h
         "drift": environment["drift"],
         "git": _git(),
         "image": _image(),
+        "scheduler": {name: os.environ[name] for name in SCHEDULER_VARS if name in os.environ},
         "config_sha256": config.sha256(),
         "data_sha256": data_hashes,
     }

@@ -6,6 +6,11 @@ import shlex
 from collections.abc import Sequence
 
 
+def quote(value: str) -> str:
+    """One shell word holding exactly `value`."""
+    return shlex.quote(str(value))
+
+
 def join(argv: Sequence[str]) -> str:
     """One command line; paths with spaces, quotes, `$` or `;` stay single arguments."""
     return " ".join(shlex.quote(str(arg)) for arg in argv)

@@ -35,7 +35,9 @@ class StopFlag:
 
 @contextmanager
 def stop_on(names: Sequence[str], flag: StopFlag) -> Iterator[StopFlag]:
-    """Route `names` to `flag` for the duration of the block, then restore the old handlers."""
+    """Route `names` to `flag` for the duration of the block, then restore the old handlers, unless a
+    stop was requested: that process is on its way out, and a launcher's follow-up signal (torchrun
+    terminates the other workers once one exits) must not kill it mid-exit."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
         flag.request(signal.Signals(signum).name)
@@ -47,5 +49,6 @@ def stop_on(names: Sequence[str], flag: StopFlag) -> Iterator[StopFlag]:
     try:
         yield flag
     finally:
-        for number, old in previous.items():
-            signal.signal(number, old)
+        if not flag.requested:  # once stopping, a second signal (a launcher's follow-up) must not kill the exit
+            for number, old in previous.items():
+                signal.signal(number, old)

@@ -80,3 +80,33 @@ def _skip(reason: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(reason)  # .ci/run installs the tools: in CI these tests must run, never silently skip
     pytest.skip(reason)
+
+
+# The demo cut short for multi-process comparisons: deterministic, 24 steps, a checkpoint every 6.
+TWO_PROCESS_ARGS = ("--set", "train.max_steps=24", "--set", "checkpoint.every_percent=25", "--set", "train.deterministic=true",
+                    "--set", "resources.processes_per_node=2", "--set", "resources.cpus_per_process=1")
+# Threads per process change float reduction order: every run compared with the reference uses one.
+TWO_PROCESS_ENV = {"OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="session")
+def two_process_reference(tmp_path_factory) -> Path:
+    """An uninterrupted local run of the demo as two processes (the node launcher and torchrun, DDP over gloo)."""
+    run_dir = tmp_path_factory.mktemp("two-process") / "reference"
+    result = subprocess.run([sys.executable, "-m", "runner", "train", str(DEMO_CONFIG), "--set", f"output_dir={run_dir}", *TWO_PROCESS_ARGS],
+                            cwd=REPO_ROOT, env=_env() | TWO_PROCESS_ENV, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A real one-node Slurm cluster (tests/slurm_cluster.py), stopped after the tests."""
+    from tests import slurm_cluster
+
+    why = slurm_cluster.missing()
+    if why:
+        _skip(f"no Slurm cluster: {why}")
+    cluster = slurm_cluster.start(tmp_path_factory.mktemp("slurm"))
+    yield cluster
+    cluster.stop()

@@ -20,8 +20,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from runner import containers, environment, images, shell, stacks
+from runner.backends import paths
 from runner.backends.base import Submission
-from runner.config import BUILTIN_PREFIX, RunConfig
+from runner.config import RunConfig
 from runner.demo import tiny_model
 from runner.errors import ImageError
 
@@ -33,7 +34,7 @@ SECRETS = ("HF_TOKEN",)  # passed by name: the value never appears in a command 
 
 
 def train(args: argparse.Namespace, config: RunConfig) -> int:
-    stack = stacks.get(args.stack or environment.current_stack() or "cpu")
+    stack = stacks.get(config.stack or environment.current_stack() or "cpu")
     tool = containers.find("run")
     if args.dry_run:
         ref, image_id = images.spec(stack).tag, "(built before the run if missing)"
@@ -42,7 +43,7 @@ def train(args: argparse.Namespace, config: RunConfig) -> int:
         ref, image_id = built.spec.tag, built.info.id
     submission = prepare(
         config, Path(args.config), args.overrides, tool=tool.name, image=ref, image_id=image_id, gpus=stack.accelerator == "cuda",
-        fresh=args.fresh, strict_env=args.strict_env, host_cache=tiny_model.cache_dir().parent, hf_home=_host_hf_home(),
+        fresh=args.fresh, strict_env=args.strict_env, host_cache=tiny_model.cache_dir().parent, hf_home=paths.host_hf_home(),
         cwd=Path.cwd(), user=f"{os.getuid()}:{os.getgid()}", environ=os.environ,
     )
     if args.dry_run:
@@ -59,22 +60,27 @@ def prepare(
 ) -> Submission:
     """The exact `docker run` / `podman run` command; pure, so it can be compared with a golden file."""
     cwd = cwd.resolve()
-    output_dir = _absolute(config.output_dir, cwd)
+    output_dir = paths.absolute(config.output_dir, cwd)
     mounts = [(cwd, cwd, "rw"), (host_cache, Path(CACHE_IN_CONTAINER), "rw"), (hf_home, Path(HF_HOME_IN_CONTAINER), "rw")]
-    if not _inside(output_dir, cwd):
+    if not paths.inside(output_dir, cwd):
         mounts.append((output_dir, output_dir, "rw"))
-    for path in _inputs(config, config_path, cwd):
-        if not _inside(path, cwd):
+    for path in paths.inputs(config, config_path, cwd):
+        if not paths.inside(path, cwd):
             mounts.append((path, path, "ro"))
     argv = [tool, "run", "--rm", f"--user={user}", f"--workdir={cwd}", "--ipc=host", f"--label=io.lockstep.run={output_dir}"]
-    argv += [f"--mount={_mount(source, target, mode)}" for source, target, mode in mounts]
+    argv += [f"--mount={mount_option(source, target, mode)}" for source, target, mode in mounts]
     env = {"HOME": "/tmp", "LOCKSTEP_CACHE": CACHE_IN_CONTAINER, "HF_HOME": HF_HOME_IN_CONTAINER,
            "LOCKSTEP_IMAGE": image, "LOCKSTEP_IMAGE_ID": image_id}
     argv += [f"--env={key}={value}" for key, value in env.items()]
     argv += [f"--env={name}" for name in SECRETS if name in environ]
     if gpus:  # docker's NVIDIA runtime flag; podman reaches GPUs through CDI
         argv.append("--gpus=all" if tool == "docker" else "--device=nvidia.com/gpu=all")
-    argv += [image, str(_absolute(str(config_path), cwd)), "--backend", NAME]
+    processes = config.resources.processes_per_node
+    if processes > 1:  # the node launcher (torchrun) instead of the image's single-process entry point
+        argv += [f"--entrypoint={images.IMAGE_PYTHON}", image, "-m", "runner.launch", f"--nproc-per-node={processes}", "--"]
+    else:
+        argv.append(image)
+    argv += [str(paths.absolute(str(config_path), cwd)), "--backend", NAME]
     argv += [f"--set={override}" for override in overrides] + ["--fresh"] * fresh + ["--strict-env"] * strict_env
     return Submission(files={}, argv=tuple(argv), create_dirs=(str(output_dir), str(host_cache), str(hf_home)))
 
@@ -96,19 +102,7 @@ def submit(submission: Submission) -> int:
     return code if code >= 0 else 128 - code
 
 
-def _inputs(config: RunConfig, config_path: Path, cwd: Path) -> list[Path]:
-    """Files and directories the job reads: the config, data files and a local model."""
-    refs = [str(config_path), config.data.train, config.data.valid, config.model.name_or_path]
-    found = []
-    for ref in refs:
-        if ref and not ref.startswith(BUILTIN_PREFIX):
-            path = _absolute(ref, cwd)
-            if path.exists() and path not in found:
-                found.append(path)  # a hub model id is no path: it is downloaded inside the job
-    return found
-
-
-def _mount(source: Path, target: Path, mode: str) -> str:
+def mount_option(source: Path, target: Path, mode: str) -> str:
     """A --mount value. docker and podman read it as one CSV record, so a path with a comma or a
     double quote is quoted the CSV way, and stays one field."""
     if "\n" in f"{source}{target}":
@@ -117,16 +111,3 @@ def _mount(source: Path, target: Path, mode: str) -> str:
     record = io.StringIO()
     csv.writer(record, lineterminator="").writerow(fields)
     return record.getvalue()
-
-
-def _absolute(ref: str, cwd: Path) -> Path:
-    path = Path(ref).expanduser()
-    return Path(os.path.normpath(path if path.is_absolute() else cwd / path))
-
-
-def _inside(path: Path, directory: Path) -> bool:
-    return path == directory or directory in path.parents
-
-
-def _host_hf_home() -> Path:
-    return Path(os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "huggingface")

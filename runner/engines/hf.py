@@ -209,6 +209,8 @@ def training_arguments(
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),  # pinning without a GPU only warns
         use_cpu=not torch.cuda.is_available(),  # also what makes a multi-process CPU run (torchrun) use DDP
+        ddp_backend=None if config.distributed.backend == "auto" else config.distributed.backend,
+        ddp_find_unused_parameters=False,  # every LoRA parameter takes part in each step; the search costs a graph walk
     )
 
 

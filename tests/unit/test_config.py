@@ -88,7 +88,7 @@ def test_every_problem_is_reported_at_once(tmp_path):
         "data.format: must be one of auto, text, prompt_completion, messages",
         "lora.r: must be at least 1",
         "lora.dropout: must be in [0, 1)",
-        "lora.target_modules: expected a name or a non-empty list",
+        "lora.target_modules: must be at least one module name",
         "quantization: must be one of none, 4bit",
         "train.per_device_batch_size: expected a whole number",
         "train.gradient_checkpointing: expected true or false",

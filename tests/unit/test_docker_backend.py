@@ -70,7 +70,7 @@ def test_gpus_per_tool(tmp_path):
 
 
 def test_mount_values_are_one_csv_record_whatever_the_path():
-    value = docker._mount(Path('/data/a,b "x"'), Path("/in"), "ro")
+    value = docker.mount_option(Path('/data/a,b "x"'), Path("/in"), "ro")
     assert value == 'type=bind,"source=/data/a,b ""x""",destination=/in,ro'  # as docker and podman parse it
     with pytest.raises(ImageError, match="newline"):
-        docker._mount(Path("/a\nb"), Path("/in"), "rw")
+        docker.mount_option(Path("/a\nb"), Path("/in"), "rw")

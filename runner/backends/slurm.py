@@ -1,0 +1,183 @@
+"""`--backend slurm`: the run as an sbatch job (runner.backends.slurm_script), submitted with
+`sbatch --parsable`, watched through `scontrol show job --oneliner` (machine-readable KEY=VALUE)
+and, once Slurm has forgotten the job, `sacct --parsable2`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import ClassVar
+
+from runner import apptainer, images, limits, shell, stacks
+from runner.backends import jobs, paths
+from runner.backends.base import JobHandle, JobSpec, JobState, Submission
+from runner.backends.slurm_script import ScriptInputs, launcher_args, render
+from runner.errors import BackendError
+from runner.problems import Problem
+
+SCRIPT = "job.sbatch"
+SNAPSHOT = "config.yaml"  # the resolved config the job runs: later edits to the YAML cannot change a queued job
+
+
+class Slurm:
+    name: ClassVar[str] = "slurm"
+
+    def check(self, spec: JobSpec) -> list[Problem]:
+        problems = limits.slurm(spec.config, partition_limits(spec.config.slurm.partition))
+        container = spec.config.slurm.container
+        if container == "apptainer" and spec.config.slurm.image is None and not default_sif(spec).is_file():
+            problems.append(Problem(
+                check="slurm.image", severity="warning",
+                message=f"no Apptainer image at {default_sif(spec)}",
+                fix=f"build it (nox -s sif -- {stack_name(spec)}, then its build-sif.sh where apptainer exists), or set slurm.image",
+            ))
+        for tool in {"apptainer": ("apptainer",), "podman": ("podman",), "none": ()}[container] + ("sbatch",):
+            if shutil.which(tool) is None:
+                problems.append(Problem(check="slurm.tools", severity="warning", message=f"{tool} is not on this machine's PATH",
+                                        fix="submit from a machine of the cluster (a login node), or --dry-run to see the script"))
+        return problems
+
+    def prepare(self, spec: JobSpec) -> Submission:
+        config = spec.config
+        script = spec.job_dir / SCRIPT
+        output = spec.job_dir / "slurm-%j.out"
+        submit_argv = ("sbatch", "--parsable", f"--output={_sbatch_pattern(output)}", f"--chdir={spec.cwd}",
+                       *config.slurm.sbatch_args, str(script))
+        job_args = [str(spec.job_dir / SNAPSHOT), "--backend", self.name] + ["--strict-env"] * spec.strict_env
+        resubmit = shell.join(["lockstep", "train", str(spec.config_path), "--backend", self.name,
+                               *[f"--set={item}" for item in spec.overrides]])
+        inputs = ScriptInputs(config=config, job_dir=spec.job_dir, submission_id=spec.submission_id,
+                              launch=launch_prefix(spec), launcher_args=launcher_args(config, job_args),
+                              resubmit=resubmit, submit_argv=submit_argv)
+        import yaml
+
+        return Submission(files={SCRIPT: render(inputs), SNAPSHOT: yaml.safe_dump(config.to_dict(), sort_keys=False)},
+                          argv=submit_argv, create_dirs=(str(spec.job_dir),))
+
+    def submit(self, spec: JobSpec, submission: Submission) -> JobHandle:
+        result = subprocess.run(submission.argv, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise BackendError(f"sbatch refused the job (exit {result.returncode}): {result.stderr.strip()}\n"
+                               f"the script is {spec.job_dir / SCRIPT}; fix the config and submit again")
+        job_id = result.stdout.strip().split(";")[0]  # --parsable: "ID" or "ID;CLUSTER"
+        return JobHandle(backend=self.name, job_id=job_id, job_dir=spec.job_dir, submitted_at=jobs.now(),
+                         details={"log": str(spec.job_dir / f"slurm-{job_id}.out")})
+
+    def state(self, handle: JobHandle) -> JobState:
+        shown = subprocess.run(["scontrol", "show", "job", handle.job_id, "--oneliner"], capture_output=True, text=True)
+        if shown.returncode == 0 and shown.stdout.strip():
+            fields = parse_key_values(shown.stdout)
+            return JobState(state=fields.get("JobState", "UNKNOWN"), reason=fields.get("Reason", "").replace("None", ""),
+                            restarts=int(fields["Restarts"]) if fields.get("Restarts", "").isdigit() else None,
+                            exit_code=fields.get("ExitCode"))
+        return _state_from_accounting(handle.job_id)
+
+    def cancel(self, handle: JobHandle) -> None:
+        result = subprocess.run(["scancel", handle.job_id], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise BackendError(f"scancel {handle.job_id} failed: {result.stderr.strip()}")
+
+    def logs(self, handle: JobHandle, follow: bool = False) -> Iterator[str]:
+        log = Path(handle.details.get("log", handle.job_dir / f"slurm-{handle.job_id}.out"))
+        position = 0
+        while True:
+            if log.is_file():
+                with log.open(encoding="utf-8", errors="replace") as stream:
+                    stream.seek(position)
+                    yield from stream
+                    position = stream.tell()
+            if not follow or not self.state(handle).active:
+                return
+            time.sleep(2)
+
+
+def launch_prefix(spec: JobSpec) -> tuple[str, ...]:
+    """What runs runner.launch on each node: the site's Python, or the stack's image."""
+    config, container = spec.config, spec.config.slurm.container
+    if container == "none":
+        return (config.slurm.python or sys.executable,)
+    image = config.slurm.image or str(default_sif(spec))
+    if container == "apptainer":
+        binds = [f"--bind={_bind(path)}" for path in _host_paths(spec)] + [f"--bind={_bind(b)}" for b in config.slurm.binds]
+        gpu = ["--nv"] if config.resources.gpus_per_node else []
+        return ("apptainer", "exec", *gpu, *binds, f"--pwd={spec.cwd}", image, images.IMAGE_PYTHON)
+    from runner.backends.docker import mount_option
+
+    mounts = [f"--mount={mount_option(path, path, 'rw')}" for path in _host_paths(spec)]
+    gpu = ["--device=nvidia.com/gpu=all"] if config.resources.gpus_per_node else []
+    env = ["--env=SLURM_*", "--env=LOCKSTEP_*", *[f"--env={name}" for name in config.distributed.env]]
+    return ("podman", "run", "--rm", "--network=host", "--ipc=host", f"--user={os.getuid()}:{os.getgid()}",
+            f"--workdir={spec.cwd}", *mounts, *env, *gpu, "--entrypoint=" + images.IMAGE_PYTHON, image)
+
+
+def default_sif(spec: JobSpec) -> Path:
+    """Where `nox -s sif -- STACK` writes the stack's Apptainer image for the current files."""
+    tag = images.spec(stacks.get(stack_name(spec))).tag
+    return apptainer.plan(tag, "oci-archive", stacks.LOCKFILES.parent / "build" / "sif").sif
+
+
+def stack_name(spec: JobSpec) -> str:
+    from runner import environment
+
+    return spec.config.stack or environment.current_stack() or "cpu"
+
+
+def partition_limits(partition: str | None) -> dict[str, str] | None:
+    """`scontrol show partition` as KEY -> VALUE (the default partition when none is named);
+    None where Slurm cannot be asked (not a cluster machine)."""
+    if shutil.which("scontrol") is None:
+        return None
+    argv = ["scontrol", "show", "partition", "--oneliner"] + ([partition] if partition else [])
+    result = subprocess.run(argv, capture_output=True, text=True)
+    if result.returncode != 0:
+        if partition and "not found" in (result.stderr + result.stdout).lower():
+            return {"PartitionName": partition, "State": "UNKNOWN (no such partition; sinfo lists them)"}
+        return None
+    records = [parse_key_values(line) for line in result.stdout.splitlines() if line.strip()]
+    if partition:
+        return records[0] if records else None
+    defaults = [record for record in records if record.get("Default") == "YES"]
+    return defaults[0] if defaults else None
+
+
+def parse_key_values(line: str) -> dict[str, str]:
+    """Slurm's one-line KEY=VALUE records (values have no spaces, except a few free-text fields we skip)."""
+    fields = {}
+    for token in line.split():
+        key, sep, value = token.partition("=")
+        if sep:
+            fields[key] = value
+    return fields
+
+
+def _state_from_accounting(job_id: str) -> JobState:
+    result = subprocess.run(["sacct", "--jobs", job_id, "--allocations", "--noheader", "--parsable2",
+                             "--format=State,Reason,Restarts,ExitCode"], capture_output=True, text=True)
+    rows = [line.split("|") for line in result.stdout.splitlines() if line.strip()] if result.returncode == 0 else []
+    if not rows:
+        return JobState(state="UNKNOWN", reason="Slurm no longer lists the job and has no accounting record of it")
+    state, reason, restarts, exit_code = (rows[-1] + ["", "", "", ""])[:4]
+    return JobState(state=state.split()[0], reason=reason, restarts=int(restarts) if restarts.isdigit() else None, exit_code=exit_code)
+
+
+def _host_paths(spec: JobSpec) -> list[Path]:
+    """The directories and files the containerised job reads and writes on the host."""
+    wanted = [spec.cwd, spec.run_dir, *paths.inputs(spec.config, spec.config_path, spec.cwd)]
+    return [spec.cwd, *paths.outside(wanted[1:], spec.cwd)]
+
+
+def _bind(path: Path | str) -> str:
+    text = str(path)
+    if any(char in text for char in ",\n") or (isinstance(path, Path) and ":" in text):
+        raise BackendError(f"cannot bind {text!r} into Apptainer: its name has a comma, colon or newline; rename it or move it")
+    return text
+
+
+def _sbatch_pattern(path: Path) -> str:
+    """sbatch expands %j, %x... in --output; a literal % in the directory is written %%."""
+    return str(path.parent).replace("%", "%%") + "/" + path.name

@@ -1,0 +1,28 @@
+"""Problems found before a run starts (platform limits, preflight): what is wrong and how to fix it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Problem:
+    check: str  # what was checked, e.g. "modal.gpus_per_container"
+    message: str  # what is wrong, with the numbers
+    fix: str  # what to change
+    severity: Severity = "error"
+
+    def __str__(self) -> str:
+        return f"{self.message}: {self.fix}" if self.fix else self.message
+
+
+def errors(problems: Sequence[Problem]) -> list[Problem]:
+    return [problem for problem in problems if problem.severity == "error"]
+
+
+def warnings(problems: Sequence[Problem]) -> list[Problem]:
+    return [problem for problem in problems if problem.severity == "warning"]

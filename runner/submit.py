@@ -1,0 +1,116 @@
+"""Submitting a run to a scheduler backend and finding it again: `lockstep train --backend slurm`,
+`lockstep status|logs|cancel RUN`.
+
+Limits are checked before anything is written or sent; `--dry-run` prints the exact files and
+command and stops there. A run has at most one live job: a second submission while the first
+is pending or running is refused, since both would write the same run directory.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from runner import backends, limits, shell
+from runner.backends import jobs
+from runner.backends.base import JobHandle, JobSpec
+from runner.entrypoint import move_aside
+from runner.errors import BackendError, LimitError
+from runner.problems import errors, warnings
+from runner.report import load_summary
+
+
+def check(spec: JobSpec, backend_name: str) -> None:
+    """Raise LimitError with every problem if the backend cannot run `spec`; print the warnings."""
+    problems = limits.common(spec.config, backend_name)
+    if backend_name in backends.SCHEDULED:
+        problems += backends.scheduled(backend_name).check(spec)
+    for problem in warnings(problems):
+        say(f"warning: {problem}")
+    if errors(problems):
+        raise LimitError(backend_name, [str(problem) for problem in errors(problems)])
+
+
+def submit(spec: JobSpec, backend_name: str, *, dry_run: bool, fresh: bool) -> int:
+    check(spec, backend_name)
+    backend = backends.scheduled(backend_name)
+    submission = backend.prepare(spec)
+    if dry_run:
+        for name, text in submission.files.items():
+            print(f"# ---- {spec.job_dir / name}\n{text}", end="" if text.endswith("\n") else "\n")
+        print(f"# ---- submitted with\n{shell.join(submission.argv)}")
+        return 0
+    _refuse_second_job(spec.run_dir)
+    if fresh and spec.run_dir.is_dir() and any(spec.run_dir.iterdir()):
+        say(f"--fresh: moved the earlier run to {move_aside(spec.run_dir)}")
+    jobs.write_files(spec.job_dir, submission)
+    handle = backend.submit(spec, submission)
+    jobs.save(handle)
+    print(handle.job_id)
+    say(f"submitted {backend_name} job {handle.job_id} for {spec.run_dir}\n"
+        f"  lockstep status {shell.quote(str(spec.run_dir))}\n  lockstep logs {shell.quote(str(spec.run_dir))} --follow")
+    return 0
+
+
+def status(run_dir: Path) -> int:
+    handle = jobs.latest(run_dir)
+    summary = load_summary(run_dir)
+    progress = "complete" if summary else _progress(run_dir)
+    if handle is None:
+        print(f"run {run_dir}: {progress} (no scheduler job was submitted for it)")
+        return 0
+    state = backends.scheduled(handle.backend).state(handle)
+    print(f"run {run_dir}: {progress}")
+    print(f"{handle.backend} job {handle.job_id}: {state.state}" + (f" ({state.reason})" if state.reason else ""))
+    if state.restarts:
+        print(f"  restarts: {state.restarts}")
+    if state.exit_code and not state.active:
+        print(f"  exit code: {state.exit_code}")
+    events = handle.job_dir / "events.jsonl"
+    if events.is_file():
+        print("  last event: " + events.read_text().strip().splitlines()[-1])
+    return 0
+
+
+def logs(run_dir: Path, follow: bool) -> int:
+    handle = _handle(run_dir)
+    for line in backends.scheduled(handle.backend).logs(handle, follow=follow):
+        sys.stdout.write(line)
+        sys.stdout.flush()
+    return 0
+
+
+def cancel(run_dir: Path) -> int:
+    handle = _handle(run_dir)
+    backends.scheduled(handle.backend).cancel(handle)
+    say(f"cancelled {handle.backend} job {handle.job_id}; its checkpoints stay in {run_dir}")
+    return 0
+
+
+def _handle(run_dir: Path) -> JobHandle:
+    handle = jobs.latest(run_dir)
+    if handle is None:
+        raise BackendError(f"no scheduler job was submitted for {run_dir} (it has no jobs/ directory); "
+                           "local and docker runs print their output where they run")
+    return handle
+
+
+def _refuse_second_job(run_dir: Path) -> None:
+    previous = jobs.latest(run_dir)
+    if previous is None:
+        return
+    state = backends.scheduled(previous.backend).state(previous)
+    if state.active:
+        raise BackendError(f"{previous.backend} job {previous.job_id} is already {state.state} for {run_dir}; two jobs would "
+                           f"write the same run. Wait for it, or stop it first: lockstep cancel {shell.quote(str(run_dir))}")
+
+
+def _progress(run_dir: Path) -> str:
+    from runner import metrics
+
+    rows = metrics.read(run_dir)
+    return f"not finished, last logged step {rows[-1]['step']}" if rows else "not started"
+
+
+def say(message: str) -> None:
+    print(f"lockstep: {message}", file=sys.stderr, flush=True)

@@ -1,0 +1,98 @@
+"""`--backend slurm` on a real one-node Slurm cluster (slurm-wlm + munge, started by the tests): the demo
+as one job of two processes (DDP over gloo, torchrun under srun) trains exactly like a local run, and
+a job stopped twice, once by `scontrol requeue` (SIGTERM, as a preemption) and once by its time-limit
+notice (SIGUSR2, after which it requeues itself), resumes each time and ends exactly the same."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from runner.backends import jobs
+from tests.conftest import DEMO_CONFIG, REPO_ROOT, TWO_PROCESS_ARGS, TWO_PROCESS_ENV
+from tests.integration.run_checks import assert_same_training, logged_step
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+SLURM_ARGS = ("--backend", "slurm", "--set", "slurm.container=none", *TWO_PROCESS_ARGS)
+
+
+def submit(cluster, run_dir: Path) -> str:
+    result = subprocess.run([sys.executable, "-m", "runner", "train", str(DEMO_CONFIG), "--set", f"output_dir={run_dir}", *SLURM_ARGS],
+                            cwd=REPO_ROOT, env=cluster.env | TWO_PROCESS_ENV | {"PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def job_state(cluster, job_id: str) -> dict[str, str]:
+    from runner.backends.slurm import parse_key_values
+
+    return parse_key_values(cluster.run("scontrol", "show", "job", job_id, "--oneliner"))
+
+
+def wait_for(condition, what: str, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def start_now_when_pending(cluster, job_id: str) -> None:
+    """Slurm holds a requeued job for about two minutes (BeginTime); an administrator's nudge starts it now."""
+    wait_for(lambda: job_state(cluster, job_id)["JobState"] == "PENDING", "the requeued job to be pending")
+    cluster.run("scontrol", "update", f"JobId={job_id}", "StartTime=now")
+
+
+def finished(cluster, job_id: str) -> bool:
+    return job_state(cluster, job_id)["JobState"] in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL")
+
+
+def log_of(run_dir: Path, job_id: str) -> str:
+    handle = jobs.latest(run_dir)
+    return (handle.job_dir / f"slurm-{job_id}.out").read_text()
+
+
+def test_demo_job_matches_the_local_two_process_run(slurm_cluster, two_process_reference, tmp_path):
+    run_dir = tmp_path / "slurm run"
+    job_id = submit(slurm_cluster, run_dir)
+    wait_for(lambda: finished(slurm_cluster, job_id), "the job to finish")
+    state = job_state(slurm_cluster, job_id)
+    assert state["JobState"] == "COMPLETED", log_of(run_dir, job_id)[-3000:]
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted([*(p.name for p in two_process_reference.iterdir()), "jobs"])
+    assert_same_training(run_dir, two_process_reference, "(Slurm job vs local run)")
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["backend"] == "slurm" and manifest["scheduler"]["SLURM_JOB_ID"] == job_id
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["attempts"] == 1
+
+    status = subprocess.run([sys.executable, "-m", "runner", "status", str(run_dir)], cwd=REPO_ROOT,
+                            env=slurm_cluster.env | {"PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True)
+    assert status.returncode == 0 and "complete" in status.stdout and f"slurm job {job_id}: COMPLETED" in status.stdout
+
+
+def test_requeue_and_time_limit_notice_resume_to_the_same_result(slurm_cluster, two_process_reference, tmp_path):
+    run_dir = tmp_path / "requeued"
+    job_id = submit(slurm_cluster, run_dir)
+
+    wait_for(lambda: logged_step(run_dir) >= 5, "step 5")
+    slurm_cluster.run("scontrol", "requeue", job_id)  # SIGTERM to every process, as a preemption
+    start_now_when_pending(slurm_cluster, job_id)
+
+    wait_for(lambda: job_state(slurm_cluster, job_id)["Restarts"] == "1" and logged_step(run_dir) >= 12, "step 12 of the second start")
+    slurm_cluster.run("scancel", "--signal=USR2", "--batch", job_id)  # the time-limit notice of --signal=B:USR2@...
+    start_now_when_pending(slurm_cluster, job_id)
+
+    wait_for(lambda: finished(slurm_cluster, job_id), "the job to finish")
+    output = log_of(run_dir, job_id)
+    state = job_state(slurm_cluster, job_id)
+    assert state["JobState"] == "COMPLETED" and state["Restarts"] == "2", output[-3000:]
+    events = [json.loads(line)["event"] for line in (jobs.latest(run_dir).job_dir / "events.jsonl").read_text().splitlines()]
+    assert "stopped: preempted" in events and "requeue: time limit" in events and events[-1] == "exit 0"
+    assert output.count("resuming from step-") == 2
+    assert_same_training(run_dir, two_process_reference, "(Slurm job requeued twice vs uninterrupted local run)")
+    assert json.loads((run_dir / "summary.json").read_text())["attempts"] == 3
