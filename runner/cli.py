@@ -24,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--backend", choices=backends.NAMES, default="local",
         help="where to run: local (this environment), docker (the stack's image, with docker or podman), "
-             "slurm (an sbatch job; resources, partition and container in the config)",
+             "slurm (an sbatch job; resources, partition and container in the config), "
+             "modal (a detached Modal function call; GPUs, volume and secrets in the config)",
     )
     train.add_argument("--dry-run", action="store_true",
                        help="print the exact command or job script the backend would run, and run nothing")
@@ -47,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "train" and args.backend == "local" and args.dry_run:
         # Not ignored: a --dry-run that trained for real would be the worst surprise.
-        parser.error("--dry-run applies to --backend docker and slurm; a local run has nothing to print but itself")
+        parser.error("--dry-run applies to --backend docker, slurm and modal; a local run has nothing to print but itself")
     return run_command(lambda: _run(args))
 
 

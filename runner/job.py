@@ -34,7 +34,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 def run(config: config_module.RunConfig, args: argparse.Namespace, backend: str) -> int:
     from runner import entrypoint
 
-    entrypoint.main(config, backend=backend, fresh=args.fresh, strict_env=args.strict_env)
+    hook = None
+    if os.environ.get("LOCKSTEP_MODAL_VOLUME"):  # inside a Modal container: commit the volume after each checkpoint
+        from runner.backends import modal_app
+
+        hook = modal_app.commit_hook(os.environ["LOCKSTEP_MODAL_VOLUME"])
+    entrypoint.main(config, backend=backend, fresh=args.fresh, strict_env=args.strict_env, after_checkpoint=hook)
     return 0
 
 

@@ -41,6 +41,8 @@ def submit(spec: JobSpec, backend_name: str, *, dry_run: bool, fresh: bool) -> i
         print(f"# ---- submitted with\n{shell.join(submission.argv)}")
         return 0
     _refuse_second_job(spec.run_dir)
+    if fresh and backend_name == "modal":
+        raise BackendError("--fresh cannot move a run aside inside a Modal volume; set another output_dir for a new run")
     if fresh and spec.run_dir.is_dir() and any(spec.run_dir.iterdir()):
         say(f"--fresh: moved the earlier run to {move_aside(spec.run_dir)}")
     jobs.write_files(spec.job_dir, submission)

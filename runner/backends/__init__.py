@@ -7,7 +7,7 @@ from __future__ import annotations
 from runner.backends.base import Backend
 
 FOREGROUND = ("local", "docker")
-SCHEDULED = ("slurm",)
+SCHEDULED = ("slurm", "modal")
 NAMES = FOREGROUND + SCHEDULED
 
 
@@ -17,4 +17,8 @@ def scheduled(name: str) -> Backend:
         from runner.backends.slurm import Slurm
 
         return Slurm()
+    if name == "modal":
+        from runner.backends.modal_backend import Modal
+
+        return Modal()
     raise ValueError(f"not a scheduler backend: {name}")  # a bug: callers check SCHEDULED

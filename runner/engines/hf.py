@@ -14,8 +14,8 @@ from peft import LoraConfig, get_peft_model
 from trl import SFTConfig, SFTTrainer
 
 from runner import data
-from runner.config import BUILTIN_PREFIX, RunConfig
 from runner.checkpoint import Policy
+from runner.config import BUILTIN_PREFIX, RunConfig
 from runner.engines import Result, TrainContext
 from runner.engines.hf_callbacks import MetricsCallback, ProgressCallback, TokenCounter
 from runner.engines.hf_checkpoint import Checkpointer, SaveTrigger

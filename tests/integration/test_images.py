@@ -10,8 +10,8 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 import tarfile
+import uuid
 from pathlib import Path
 
 import pytest
