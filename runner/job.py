@@ -34,11 +34,13 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 def run(config: config_module.RunConfig, args: argparse.Namespace, backend: str) -> int:
     from runner import entrypoint
 
+    from runner.backends.modal_plan import STORAGE_HOOK_ENV
+
     hook = None
-    if os.environ.get("LOCKSTEP_MODAL_VOLUME"):  # inside a Modal container: commit the volume after each checkpoint
+    if os.environ.get(STORAGE_HOOK_ENV):  # inside a Modal container: commit the volume after each checkpoint
         from runner.backends import modal_app
 
-        hook = modal_app.commit_hook(os.environ["LOCKSTEP_MODAL_VOLUME"])
+        hook = modal_app.commit_hook(os.environ[STORAGE_HOOK_ENV])
     entrypoint.main(config, backend=backend, fresh=args.fresh, strict_env=args.strict_env, after_checkpoint=hook)
     return 0
 

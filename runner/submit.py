@@ -13,7 +13,7 @@ from pathlib import Path
 
 from runner import backends, limits, shell
 from runner.backends import jobs
-from runner.backends.base import JobHandle, JobSpec
+from runner.backends.base import JobHandle, JobSpec, JobState
 from runner.entrypoint import move_aside
 from runner.errors import BackendError, LimitError
 from runner.problems import errors, warnings
@@ -61,7 +61,7 @@ def status(run_dir: Path) -> int:
     if handle is None:
         print(f"run {run_dir}: {progress} (no scheduler job was submitted for it)")
         return 0
-    state = backends.scheduled(handle.backend).state(handle)
+    state = _state(handle)
     print(f"run {run_dir}: {progress}")
     print(f"{handle.backend} job {handle.job_id}: {state.state}" + (f" ({state.reason})" if state.reason else ""))
     if state.restarts:
@@ -101,10 +101,19 @@ def _refuse_second_job(run_dir: Path) -> None:
     previous = jobs.latest(run_dir)
     if previous is None:
         return
-    state = backends.scheduled(previous.backend).state(previous)
+    state = _state(previous)
+    if state.state == "UNKNOWN":
+        say(f"warning: cannot tell whether {previous.backend} job {previous.job_id} still runs ({state.reason}); submitting anyway")
     if state.active:
         raise BackendError(f"{previous.backend} job {previous.job_id} is already {state.state} for {run_dir}; two jobs would "
                            f"write the same run. Wait for it, or stop it first: lockstep cancel {shell.quote(str(run_dir))}")
+
+
+def _state(handle: JobHandle) -> JobState:
+    try:
+        return backends.scheduled(handle.backend).state(handle)
+    except Exception as exc:  # the scheduler or platform could not be asked (no cluster, no Modal token...)
+        return JobState(state="UNKNOWN", reason=f"could not ask {handle.backend}: {type(exc).__name__}: {exc}")
 
 
 def _progress(run_dir: Path) -> str:

@@ -17,7 +17,8 @@ from typing import Any
 import modal
 import yaml
 
-STORAGE_HOOK_ENV = "LOCKSTEP_MODAL_VOLUME"  # runner.job commits this volume after each checkpoint
+from runner.backends.modal_plan import STORAGE_HOOK_ENV
+
 FUNCTION_NAME = "lockstep_train"
 
 

@@ -18,6 +18,7 @@ from runner.limits import table
 
 VOLUME_MOUNT = PurePosixPath("/runs")
 DEFAULT_STACK = "cu121-torch251"  # the pinned Modal set (lockfiles/stacks.toml)
+STORAGE_HOOK_ENV = "LOCKSTEP_MODAL_VOLUME"  # set in Modal's container: runner.job commits this volume after each checkpoint
 
 
 def run_path(spec: JobSpec) -> PurePosixPath:

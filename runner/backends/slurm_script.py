@@ -70,11 +70,11 @@ def render(inputs: ScriptInputs) -> str:
         f"# submitted with: {_comment(shell.join(inputs.submit_argv))}",
         "# SIGUSR2 (time-limit notice): checkpoint, then requeue this job; SIGTERM (preemption, scontrol",
         "# requeue, scancel): checkpoint, and Slurm decides. Either way the next start resumes.",
+        *config.slurm.setup,  # the user's own shell lines (module load ...), as written, before `set -u` (Lmod trips on it)
         "set -uo pipefail",
         "",
         f"job_dir={shell.quote(str(inputs.job_dir))}",
         *[f"export {name}={shell.quote(value)}" for name, value in env.items()],
-        *config.slurm.setup,  # the user's own shell lines (module load ...), as written
         "",
         "event() {",
         "    printf '{\"time\": \"%s\", \"job\": \"%s\", \"restart\": %s, \"event\": \"%s\"}\\n' \\",

@@ -21,7 +21,7 @@ GOLDEN = REPO_ROOT / "tests" / "golden" / "docker-run.txt"
 HOSTILE = "we ird $dir; 'q' \"dq\", c"
 
 
-def _prepare(tmp_path: Path, tool: str = "podman", gpus: bool = False, output: str = "runs/demo"):
+def _prepare(tmp_path: Path, tool: str = "podman", gpus: bool = False, output: str = "runs/demo", overrides: tuple[str, ...] = ()):
     cwd = tmp_path / HOSTILE
     data = tmp_path / "data $shared"
     cwd.mkdir()
@@ -31,7 +31,7 @@ def _prepare(tmp_path: Path, tool: str = "podman", gpus: bool = False, output: s
     config_path.write_text(
         f"model: {{name_or_path: 'builtin:tiny-llama'}}\ndata: {{train: '{data / 'train.jsonl'}', format: text}}\noutput_dir: '{output}'\n"
     )
-    config = config_module.load(config_path)
+    config = config_module.load(config_path, overrides)
     return docker.prepare(
         config, config_path, ["train.max_steps=5"], tool=tool, image="lockstep/cpu:0123456789ab", image_id="sha256:feed",
         gpus=gpus, fresh=False, strict_env=True, host_cache=tmp_path / "cache", hf_home=tmp_path / "hf", cwd=cwd,
@@ -74,3 +74,11 @@ def test_mount_values_are_one_csv_record_whatever_the_path():
     assert value == 'type=bind,"source=/data/a,b ""x""",destination=/in,ro'  # as docker and podman parse it
     with pytest.raises(ImageError, match="newline"):
         docker.mount_option(Path("/a\nb"), Path("/in"), "rw")
+
+
+def test_several_processes_start_the_node_launcher_in_the_image(tmp_path):
+    argv = list(_prepare(tmp_path, overrides=("resources.processes_per_node=2",)).argv)
+    image = argv.index("lockstep/cpu:0123456789ab")
+    assert argv[image - 1] == "--entrypoint=/opt/venv/bin/python"
+    assert argv[image + 1 : image + 5] == ["-m", "runner.launch", "--nproc-per-node=2", "--"]
+    assert argv[image + 6 : image + 8] == ["--backend", "docker"]

@@ -133,6 +133,8 @@ def test_the_function_body_trains_through_the_same_entry_point(tmp_path, monkeyp
     from runner.backends import modal_app
 
     monkeypatch.setattr(modal_app.modal.Volume, "from_name", staticmethod(VolumeStandIn))
+    for name in (modal_app.STORAGE_HOOK_ENV, "LOCKSTEP_SUBMISSION"):
+        monkeypatch.setenv(name, "")  # the body sets them for its container; restored after the test
     monkeypatch.chdir(REPO_ROOT)
     run = spec(tmp_path, ["stack=cu121-torch251-pypi", "train.max_steps=6", "checkpoint.every_percent=50"])
     call = plan_of(run)["call"]
