@@ -16,6 +16,7 @@ from typing import Any, Literal
 Duration = typing.NewType("Duration", str)
 ContainerRuntime = Literal["apptainer", "podman", "none"]
 DistributedBackend = Literal["auto", "nccl", "gloo"]
+Strategy = Literal["ddp", "fsdp"]
 
 TIME_LIMIT_EXAMPLES = "e.g. 90m, 6h, 1d12h, 06:00:00 or 1-12:00:00"
 
@@ -41,6 +42,7 @@ class ResourcesConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class DistributedConfig:
+    strategy: Strategy = "ddp"  # fsdp shards the model's weights over the processes (models too large for one GPU)
     backend: DistributedBackend = "auto"  # auto: nccl with GPUs, gloo without
     tensor_parallel: int = 1
     port: int | None = None  # rendezvous port on the first node; None: derived from the job id
@@ -99,7 +101,8 @@ RANGES: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
 RESUME_SAFE_SECTIONS = ("slurm", "modal")
 RESUME_SAFE_KEYS = frozenset(
     {"resources.gpu_type", "resources.cpus_per_process", "resources.memory_gb", "resources.time_limit",
-     "distributed.port", "distributed.env", "distributed.backend"}
+     "distributed.port", "distributed.env", "distributed.backend",
+     "distributed.strategy"}  # FSDP checkpoints hold whole tensors, the same files as DDP's
 )
 
 _UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}

@@ -54,6 +54,12 @@ def common(config: RunConfig, backend: str) -> list[Problem]:
             message=f"{res.gpus_per_node} GPUs per node but {res.processes_per_node} process(es): {res.gpus_per_node - res.processes_per_node} GPU(s) would sit idle",
             fix=f"set resources.processes_per_node={res.gpus_per_node} to train on all of them",
         ))
+    if config.distributed.strategy == "fsdp" and config.quantization == "4bit":
+        problems.append(Problem(check="parallelism", message="distributed.strategy fsdp with quantization 4bit is not supported",
+                                fix="use distributed.strategy=ddp for 4-bit (QLoRA) runs, or quantization=none with fsdp"))
+    if config.distributed.strategy == "fsdp" and res.world_size == 1:
+        problems.append(Problem(check="parallelism", severity="warning", message="distributed.strategy fsdp with one process shards nothing",
+                                fix="set resources.processes_per_node (or nodes) above 1, or use ddp"))
     if backend in ("local", "docker") and res.nodes > 1:
         problems.append(Problem(check="nodes", message=f"{res.nodes} nodes asked, but --backend {backend} runs on this machine only",
                                 fix="use --backend slurm or --backend modal for several nodes, or set resources.nodes=1"))

@@ -44,7 +44,8 @@ def train(config: RunConfig, context: TrainContext) -> Result:
     resume = context.resume_from
     trainer = LockstepTrainer(
         model=model,
-        args=training_arguments(config, context.run_dir, precision, steps, has_eval=valid_set is not None, resuming=resume is not None),
+        args=training_arguments(config, context.run_dir, precision, steps, has_eval=valid_set is not None, resuming=resume is not None,
+                                layer_classes=getattr(model, "_no_split_modules", None) or []),
         train_dataset=_dataset(train_set),
         eval_dataset=_dataset(valid_set) if valid_set else None,
         data_collator=PadCollator(tokenizer.pad_token_id),
@@ -176,7 +177,7 @@ def total_steps(config: RunConfig, train_rows: int) -> int:
 
 
 def training_arguments(
-    config: RunConfig, run_dir: Path, precision: str, steps: int, *, has_eval: bool, resuming: bool
+    config: RunConfig, run_dir: Path, precision: str, steps: int, *, has_eval: bool, resuming: bool, layer_classes: list[str] = ()
 ) -> Any:
     t = config.train
     eval_steps = max(1, round(steps * t.eval_every_percent / 100))
@@ -211,7 +212,23 @@ def training_arguments(
         use_cpu=not torch.cuda.is_available(),  # also what makes a multi-process CPU run (torchrun) use DDP
         ddp_backend=None if config.distributed.backend == "auto" else config.distributed.backend,
         ddp_find_unused_parameters=False,  # every LoRA parameter takes part in each step; the search costs a graph walk
+        **fsdp_arguments(config, layer_classes),
     )
+
+
+def fsdp_arguments(config: RunConfig, layer_classes: list[str]) -> dict[str, Any]:
+    """FSDP: each decoder layer's weights sharded over the processes, gathered whole for checkpoints
+    (so a checkpoint is the same files as under DDP, and resumes on any number of processes)."""
+    if config.distributed.strategy != "fsdp":
+        return {}
+    return {
+        "fsdp": "full_shard auto_wrap",
+        "fsdp_config": {
+            "transformer_layer_cls_to_wrap": list(layer_classes),
+            "use_orig_params": True,  # LoRA trains a few parameters among frozen ones
+            "state_dict_type": "FULL_STATE_DICT",
+        },
+    }
 
 
 class PadCollator:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from runner import checkpoint
-from tests.conftest import DEMO_CONFIG, REPO_ROOT, TWO_PROCESS_ARGS
+from tests.conftest import DEMO_CONFIG, REPO_ROOT, TWO_PROCESS_ARGS, TWO_PROCESS_ENV
 from tests.integration.run_checks import assert_same_training, logged_step, wait_until
 
 pytestmark = pytest.mark.slow
@@ -63,3 +63,21 @@ def test_stop_on_one_rank_and_a_killed_rank_resume_exactly(tmp_path, two_process
     assert_same_training(run_dir, reference, "(two processes)")
     summary = (run_dir / "summary.json").read_text()
     assert '"world_size": 2' in summary and '"attempts": 3' in summary
+
+
+def test_fsdp_trains_stops_and_resumes_exactly_like_ddp(tmp_path, two_process_reference):
+    """FSDP over the same two processes (gloo on CPU): a time-limit notice sent to lockstep's node launcher
+    reaches both workers, which checkpoint (whole tensors, gathered) and exit 75; the resumed run ends
+    with the same metrics and adapter as the DDP reference."""
+    run_dir = tmp_path / "fsdp"
+    args = ("train", str(DEMO_CONFIG), "--set", f"output_dir={run_dir}", *TWO_PROCESS_ARGS, "--set", "distributed.strategy=fsdp")
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), **TWO_PROCESS_ENV)
+    with (tmp_path / "first.log").open("wb") as log:
+        launcher = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    wait_until(lambda: logged_step(run_dir) >= 8, launcher, "step 8", pause=0.01)
+    launcher.send_signal(signal.SIGUSR2)
+    assert launcher.wait(timeout=300) == 75, (tmp_path / "first.log").read_text()[-3000:]  # torchrun said 1; the launcher says why
+    second = subprocess.run([sys.executable, "-m", "runner", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resuming from step-" in second.stderr
+    assert_same_training(run_dir, two_process_reference, "(FSDP stopped and resumed vs DDP)")
