@@ -29,6 +29,19 @@ def start_lockstep(*args: str, stderr_to: Path, python: str = sys.executable) ->
         )
 
 
+def hostile_project(tmp_path: Path, directory: str, output: str) -> Path:
+    """A project whose paths have spaces, quotes, `$` and `;` (`directory` may add more), with its data
+    outside the working directory; returns the config file."""
+    cwd, data = tmp_path / directory, tmp_path / "data $shared"
+    cwd.mkdir()
+    data.mkdir()
+    (data / "train.jsonl").write_text('{"text": "hello"}\n')
+    config_path = cwd / "run.yaml"
+    config_path.write_text(f"model: {{name_or_path: 'builtin:tiny-llama'}}\ndata: {{train: '{data / 'train.jsonl'}', format: text}}\n"
+                           f"output_dir: '{output}'\n")
+    return config_path
+
+
 def _env() -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=str(REPO_ROOT))
 

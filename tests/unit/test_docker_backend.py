@@ -15,22 +15,15 @@ from runner import config as config_module
 from runner import shell
 from runner.backends import docker
 from runner.errors import ImageError
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, hostile_project
 
 GOLDEN = REPO_ROOT / "tests" / "golden" / "docker-run.txt"
 HOSTILE = "we ird $dir; 'q' \"dq\", c"
 
 
 def _prepare(tmp_path: Path, tool: str = "podman", gpus: bool = False, output: str = "runs/demo", overrides: tuple[str, ...] = ()):
-    cwd = tmp_path / HOSTILE
-    data = tmp_path / "data $shared"
-    cwd.mkdir()
-    data.mkdir()
-    (data / "train.jsonl").write_text('{"text": "hello"}\n')
-    config_path = cwd / "run.yaml"
-    config_path.write_text(
-        f"model: {{name_or_path: 'builtin:tiny-llama'}}\ndata: {{train: '{data / 'train.jsonl'}', format: text}}\noutput_dir: '{output}'\n"
-    )
+    config_path = hostile_project(tmp_path, HOSTILE, output)
+    cwd = config_path.parent
     config = config_module.load(config_path, overrides)
     return docker.prepare(
         config, config_path, ["train.max_steps=5"], tool=tool, image="lockstep/cpu:0123456789ab", image_id="sha256:feed",

@@ -18,7 +18,7 @@ import pytest
 from runner import config as config_module
 from runner.backends.base import JobSpec
 from runner.backends.modal_backend import PLAN_FILE, Modal
-from tests.conftest import DEMO_CONFIG, REPO_ROOT
+from tests.conftest import DEMO_CONFIG, REPO_ROOT, hostile_project
 
 modal = pytest.importorskip("modal", reason="the modal client is part of the cpu stack (lockfiles/cpu.in)")
 
@@ -31,14 +31,8 @@ UNREACHABLE = {"MODAL_SERVER_URL": "http://127.0.0.1:9", "MODAL_TOKEN_ID": "none
 
 
 def spec(tmp_path: Path, overrides: list[str]) -> JobSpec:
-    cwd = tmp_path / HOSTILE
-    data = tmp_path / "data $shared"
-    cwd.mkdir()
-    data.mkdir()
-    (data / "train.jsonl").write_text('{"text": "hello"}\n')
-    config_path = cwd / "run.yaml"
-    config_path.write_text(f"model: {{name_or_path: 'builtin:tiny-llama'}}\ndata: {{train: '{data / 'train.jsonl'}', format: text}}\n"
-                           "output_dir: runs/my run\n")
+    config_path = hostile_project(tmp_path, HOSTILE, "runs/my run")
+    cwd = config_path.parent
     return JobSpec(config=config_module.load(config_path, overrides), config_path=config_path, overrides=tuple(overrides),
                    cwd=cwd, submission_id="20261123T120000000000Z")
 

@@ -15,7 +15,7 @@ import pytest
 from runner import config as config_module
 from runner.backends.base import JobSpec
 from runner.backends.slurm import SCRIPT, SNAPSHOT, Slurm
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, hostile_project
 
 GOLDEN = REPO_ROOT / "tests" / "golden"
 HOSTILE = "we ird $dir; 'q' \"dq\" %j"
@@ -26,14 +26,8 @@ GPU_RUN = ["resources.nodes=2", "resources.gpus_per_node=4", "resources.processe
 
 
 def spec(tmp_path: Path, overrides: list[str]) -> JobSpec:
-    cwd = tmp_path / HOSTILE
-    data = tmp_path / "data $shared"
-    cwd.mkdir()
-    data.mkdir()
-    (data / "train.jsonl").write_text('{"text": "hello"}\n')
-    config_path = cwd / "run.yaml"
-    config_path.write_text(f"model: {{name_or_path: 'builtin:tiny-llama'}}\ndata: {{train: '{data / 'train.jsonl'}', format: text}}\n"
-                           "output_dir: runs/my run\n")
+    config_path = hostile_project(tmp_path, HOSTILE, "runs/my run")
+    cwd = config_path.parent
     return JobSpec(config=config_module.load(config_path, overrides), config_path=config_path, overrides=tuple(overrides),
                    cwd=cwd, submission_id="20261123T120000000000Z")
 
