@@ -29,8 +29,8 @@ class Modal:
         stack = _stack(spec)
         if stack.lock_problem():
             problems.append(Problem(
-                check="modal.stack", message=f"stack {stack.name}: {stack.lock_problem()}",
-                fix=f"lock it where its indexes are reachable (nox -s lock -- {stack.name}), or set stack: cu121-torch251-pypi"
+                check="modal.stack", message=str(stack.lock_problem()),
+                fix="where its indexes are reachable; or set stack: cu121-torch251-pypi"
                     " (the same library set with PyPI's CUDA build of torch 2.5.1)",
             ))
         if stack.accelerator == "metal":
