@@ -13,16 +13,22 @@ class LockstepError(Exception):
     label = "error"  # how the CLI introduces the message
 
 
-class ConfigError(LockstepError):
+class ProblemsError(LockstepError):
+    """Several problems found at once, each on its own line, under `where` and what was spared."""
+
+    def __init__(self, where: str, problems: list[str], spared: str) -> None:
+        self.problems = list(problems)
+        lines = [f"{where}: {len(self.problems)} problem(s) found, {spared}:", *[f"  - {p}" for p in self.problems]]
+        super().__init__("\n".join(lines))
+
+
+class ConfigError(ProblemsError):
     """The run config is invalid; `problems` lists every problem found, not just the first."""
 
     exit_code = 2
 
     def __init__(self, problems: list[str], source: str = "config") -> None:
-        self.problems = list(problems)
-        lines = [f"{source}: {len(self.problems)} problem(s) found, nothing was written:"]
-        lines += [f"  - {p}" for p in self.problems]
-        super().__init__("\n".join(lines))
+        super().__init__(source, problems, "nothing was written")
 
 
 class DataError(LockstepError):
@@ -78,16 +84,13 @@ class ImageError(LockstepError):
     exit_code = 9
 
 
-class LimitError(LockstepError):
+class LimitError(ProblemsError):
     """The run asks for something its backend cannot give; found before anything was submitted."""
 
     exit_code = 10
 
     def __init__(self, backend: str, problems: list[str]) -> None:
-        self.problems = list(problems)
-        lines = [f"--backend {backend}: {len(self.problems)} problem(s) found, nothing was submitted:"]
-        lines += [f"  - {problem}" for problem in self.problems]
-        super().__init__("\n".join(lines))
+        super().__init__(f"--backend {backend}", problems, "nothing was submitted")
 
 
 class BackendError(LockstepError):
