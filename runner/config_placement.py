@@ -36,6 +36,10 @@ class ResourcesConfig:
         return self.nodes * self.processes_per_node
 
     @property
+    def cpus_per_node(self) -> int:
+        return self.processes_per_node * self.cpus_per_process
+
+    @property
     def time_limit_s(self) -> int | None:
         return None if self.time_limit is None else parse_duration(self.time_limit)
 

@@ -26,6 +26,11 @@ def current_stack() -> str | None:
     return json.loads(marker.read_text())["stack"] if marker.is_file() else None
 
 
+def container_stack(requested: str | None) -> str:
+    """The stack a container backend runs: the config's, else this environment's, else cpu."""
+    return requested or current_stack() or "cpu"
+
+
 def describe() -> dict[str, Any]:
     """The stack, its lock's sha256 and the drift of this environment from it."""
     name = current_stack()

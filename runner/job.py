@@ -33,7 +33,6 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(config: config_module.RunConfig, args: argparse.Namespace, backend: str) -> int:
     from runner import entrypoint
-
     from runner.backends.modal_plan import STORAGE_HOOK_ENV
 
     hook = None
@@ -52,14 +51,13 @@ def run_local(config: config_module.RunConfig, args: argparse.Namespace) -> int:
         return run(config, args, "local")
     from runner import launch
 
-    return launch.run(nnodes=1, nproc=processes, node_rank=0, master_addr=None, master_port=launch.DEFAULT_PORT,
-                      job_args=job_arguments(args, "local"))
+    job_args = entry_arguments(str(args.config), backend="local", overrides=args.overrides, fresh=args.fresh, strict_env=args.strict_env)
+    return launch.run(nnodes=1, nproc=processes, node_rank=0, master_addr=None, master_port=launch.DEFAULT_PORT, job_args=job_args)
 
 
-def job_arguments(args: argparse.Namespace, backend: str) -> list[str]:
-    """The in-job entry's arguments for the run `args` describes."""
-    return [str(args.config), *[f"--set={item}" for item in args.overrides], "--backend", backend,
-            *["--fresh"] * args.fresh, *["--strict-env"] * args.strict_env]
+def entry_arguments(config: str, *, backend: str, overrides: Sequence[str] = (), fresh: bool = False, strict_env: bool = False) -> list[str]:
+    """The arguments of this entry point (`python -m runner.job ...`), as every backend passes them."""
+    return [config, "--backend", backend, *[f"--set={item}" for item in overrides], *["--fresh"] * fresh, *["--strict-env"] * strict_env]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

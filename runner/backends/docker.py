@@ -19,7 +19,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from runner import containers, environment, images, shell, stacks
+from runner import containers, environment, images, job, shell, stacks
 from runner.backends import paths
 from runner.backends.base import Submission
 from runner.config import RunConfig
@@ -34,7 +34,7 @@ SECRETS = ("HF_TOKEN",)  # passed by name: the value never appears in a command 
 
 
 def train(args: argparse.Namespace, config: RunConfig) -> int:
-    stack = stacks.get(config.stack or environment.current_stack() or "cpu")
+    stack = stacks.get(environment.container_stack(config.stack))
     tool = containers.find("run")
     if args.dry_run:
         ref, image_id = images.spec(stack).tag, "(built before the run if missing)"
@@ -64,9 +64,7 @@ def prepare(
     mounts = [(cwd, cwd, "rw"), (host_cache, Path(CACHE_IN_CONTAINER), "rw"), (hf_home, Path(HF_HOME_IN_CONTAINER), "rw")]
     if not paths.inside(output_dir, cwd):
         mounts.append((output_dir, output_dir, "rw"))
-    for path in paths.inputs(config, config_path, cwd):
-        if not paths.inside(path, cwd):
-            mounts.append((path, path, "ro"))
+    mounts += [(path, path, "ro") for path in paths.outside(paths.inputs(config, config_path, cwd), cwd)]
     argv = [tool, "run", "--rm", f"--user={user}", f"--workdir={cwd}", "--ipc=host", f"--label=io.lockstep.run={output_dir}"]
     argv += [f"--mount={mount_option(source, target, mode)}" for source, target, mode in mounts]
     env = {"HOME": "/tmp", "LOCKSTEP_CACHE": CACHE_IN_CONTAINER, "HF_HOME": HF_HOME_IN_CONTAINER,
@@ -80,8 +78,8 @@ def prepare(
         argv += [f"--entrypoint={images.IMAGE_PYTHON}", image, "-m", "runner.launch", f"--nproc-per-node={processes}", "--"]
     else:
         argv.append(image)
-    argv += [str(paths.absolute(str(config_path), cwd)), "--backend", NAME]
-    argv += [f"--set={override}" for override in overrides] + ["--fresh"] * fresh + ["--strict-env"] * strict_env
+    argv += job.entry_arguments(str(paths.absolute(str(config_path), cwd)), backend=NAME, overrides=overrides, fresh=fresh,
+                                strict_env=strict_env)
     return Submission(files={}, argv=tuple(argv), create_dirs=(str(output_dir), str(host_cache), str(hf_home)))
 
 

@@ -66,7 +66,7 @@ def build(plan: dict[str, Any]) -> tuple[modal.App, Any]:
 def remote_train(call: dict[str, Any], volume_name: str) -> dict[str, Any]:
     """Runs in Modal's container: the run directory is in the volume, so a retry (a new container)
     reloads it and resumes from the last committed checkpoint."""
-    from runner import launch
+    from runner import job, launch
 
     volume = modal.Volume.from_name(volume_name)
     volume.reload()
@@ -79,7 +79,7 @@ def remote_train(call: dict[str, Any], volume_name: str) -> dict[str, Any]:
     if call["nodes"] > 1:
         cluster = modal.experimental.get_cluster_info()
         node_rank, first_node = cluster.rank, cluster.container_ips[0]
-    job_args = [str(config_file), "--backend", "modal"] + ["--strict-env"] * call["strict_env"]
+    job_args = job.entry_arguments(str(config_file), backend="modal", strict_env=call["strict_env"])
     code = launch.run(nnodes=call["nodes"], nproc=call["processes_per_node"], node_rank=node_rank,
                       master_addr=first_node, master_port=launch.DEFAULT_PORT, job_args=job_args)
     volume.commit()

@@ -12,7 +12,6 @@ from typing import Any
 from runner import stacks
 from runner.backends import paths
 from runner.backends.base import JobSpec
-from runner.config import BUILTIN_PREFIX
 from runner.hashing import file_sha256
 from runner.limits import table
 
@@ -50,7 +49,7 @@ def make(spec: JobSpec, stack: stacks.Stack) -> dict[str, Any]:
         },
         "function": {
             "gpu": gpu_spec(spec),
-            "cpu": float(res.cpus_per_process * res.processes_per_node),
+            "cpu": float(res.cpus_per_node),
             "memory_mb": res.memory_gb * 1024 if res.memory_gb else None,
             "timeout_s": timeout,
             "retries": {"max_retries": config.modal.retries, "backoff_coefficient": config.modal.retry_backoff,
@@ -78,13 +77,7 @@ def _inputs(spec: JobSpec, run_dir: PurePosixPath) -> tuple[list[dict[str, str]]
     function receives names them there, and names the run directory in the volume."""
     config = spec.config.to_dict()
     uploads = []
-    for section, key in (("data", "train"), ("data", "valid"), ("model", "name_or_path")):
-        ref = config[section][key]
-        if not ref or ref.startswith(BUILTIN_PREFIX):
-            continue
-        local = paths.absolute(ref, spec.cwd)
-        if not local.exists():
-            continue  # a hub model id: downloaded inside the job
+    for section, key, local in paths.local_inputs(spec.config, spec.cwd):
         remote = run_dir / "inputs" / local.name
         uploads.append({"local": str(local), "remote": str(remote.relative_to(VOLUME_MOUNT)), "kind": "dir" if local.is_dir() else "file"})
         config[section][key] = str(remote)

@@ -7,17 +7,24 @@ from pathlib import Path
 
 from runner.config import BUILTIN_PREFIX, RunConfig
 
+INPUT_KEYS = (("data", "train"), ("data", "valid"), ("model", "name_or_path"))  # config values that may name local paths
+
+
+def local_inputs(config: RunConfig, cwd: Path) -> list[tuple[str, str, Path]]:
+    """(section, key, path) of each config value naming an existing local file or directory; built-in
+    data and hub model ids are no paths (a hub model is downloaded inside the job)."""
+    found = []
+    for section, key in INPUT_KEYS:
+        ref = getattr(getattr(config, section), key)
+        if ref and not ref.startswith(BUILTIN_PREFIX) and absolute(ref, cwd).exists():
+            found.append((section, key, absolute(ref, cwd)))
+    return found
+
 
 def inputs(config: RunConfig, config_path: Path, cwd: Path) -> list[Path]:
     """Files and directories the job reads: the config, data files and a local model."""
-    refs = [str(config_path), config.data.train, config.data.valid, config.model.name_or_path]
-    found = []
-    for ref in refs:
-        if ref and not ref.startswith(BUILTIN_PREFIX):
-            path = absolute(ref, cwd)
-            if path.exists() and path not in found:
-                found.append(path)  # a hub model id is no path: it is downloaded inside the job
-    return found
+    candidates = [absolute(str(config_path), cwd), *(path for _, _, path in local_inputs(config, cwd))]
+    return list(dict.fromkeys(path for path in candidates if path.exists()))
 
 
 def outside(paths: list[Path], directory: Path) -> list[Path]:

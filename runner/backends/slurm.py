@@ -13,7 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
-from runner import apptainer, images, limits, shell, stacks
+import yaml
+
+from runner import apptainer, environment, images, job, limits, shell, stacks
 from runner.backends import jobs, paths
 from runner.backends.base import JobHandle, JobSpec, JobState, Submission
 from runner.backends.slurm_script import ScriptInputs, launcher_args, render
@@ -30,10 +32,11 @@ class Slurm:
     def check(self, spec: JobSpec) -> list[Problem]:
         problems = limits.slurm(spec.config, partition_limits(spec.config.slurm.partition))
         container = spec.config.slurm.container
-        if container == "apptainer" and spec.config.slurm.image is None and not default_sif(spec).is_file():
+        sif = default_sif(spec) if container == "apptainer" and spec.config.slurm.image is None else None
+        if sif is not None and not sif.is_file():
             problems.append(Problem(
                 check="slurm.image", severity="warning",
-                message=f"no Apptainer image at {default_sif(spec)}",
+                message=f"no Apptainer image at {sif}",
                 fix=f"build it (nox -s sif -- {stack_name(spec)}, then its build-sif.sh where apptainer exists), or set slurm.image",
             ))
         for tool in {"apptainer": ("apptainer",), "podman": ("podman",), "none": ()}[container] + ("sbatch",):
@@ -45,17 +48,14 @@ class Slurm:
     def prepare(self, spec: JobSpec) -> Submission:
         config = spec.config
         script = spec.job_dir / SCRIPT
-        output = spec.job_dir / "slurm-%j.out"
-        submit_argv = ("sbatch", "--parsable", f"--output={_sbatch_pattern(output)}", f"--chdir={spec.cwd}",
+        submit_argv = ("sbatch", "--parsable", f"--output={_sbatch_pattern(log_file(spec.job_dir, '%j'))}", f"--chdir={spec.cwd}",
                        *config.slurm.sbatch_args, str(script))
-        job_args = [str(spec.job_dir / SNAPSHOT), "--backend", self.name] + ["--strict-env"] * spec.strict_env
+        job_args = job.entry_arguments(str(spec.job_dir / SNAPSHOT), backend=self.name, strict_env=spec.strict_env)
         resubmit = shell.join(["lockstep", "train", str(spec.config_path), "--backend", self.name,
                                *[f"--set={item}" for item in spec.overrides]])
         inputs = ScriptInputs(config=config, job_dir=spec.job_dir, submission_id=spec.submission_id,
                               launch=launch_prefix(spec), launcher_args=launcher_args(config, job_args),
                               resubmit=resubmit, submit_argv=submit_argv)
-        import yaml
-
         return Submission(files={SCRIPT: render(inputs), SNAPSHOT: yaml.safe_dump(config.to_dict(), sort_keys=False)},
                           argv=submit_argv, create_dirs=(str(spec.job_dir),))
 
@@ -66,7 +66,7 @@ class Slurm:
                                f"the script is {spec.job_dir / SCRIPT}; fix the config and submit again")
         job_id = result.stdout.strip().split(";")[0]  # --parsable: "ID" or "ID;CLUSTER"
         return JobHandle(backend=self.name, job_id=job_id, job_dir=spec.job_dir, submitted_at=jobs.now(),
-                         details={"log": str(spec.job_dir / f"slurm-{job_id}.out")})
+                         details={"log": str(log_file(spec.job_dir, job_id))})
 
     def state(self, handle: JobHandle) -> JobState:
         shown = subprocess.run(["scontrol", "show", "job", handle.job_id, "--oneliner"], capture_output=True, text=True)
@@ -83,7 +83,7 @@ class Slurm:
             raise BackendError(f"scancel {handle.job_id} failed: {result.stderr.strip()}")
 
     def logs(self, handle: JobHandle, follow: bool = False) -> Iterator[str]:
-        log = Path(handle.details.get("log", handle.job_dir / f"slurm-{handle.job_id}.out"))
+        log = log_file(handle.job_dir, handle.job_id)
         position = 0
         while True:
             if log.is_file():
@@ -94,6 +94,11 @@ class Slurm:
             if not follow or not self.state(handle).active:
                 return
             time.sleep(2)
+
+
+def log_file(job_dir: Path, job_id: str) -> Path:
+    """The job's output, all attempts appended (`%j` in the pattern sbatch is given)."""
+    return job_dir / f"slurm-{job_id}.out"
 
 
 def launch_prefix(spec: JobSpec) -> tuple[str, ...]:
@@ -122,9 +127,7 @@ def default_sif(spec: JobSpec) -> Path:
 
 
 def stack_name(spec: JobSpec) -> str:
-    from runner import environment
-
-    return spec.config.stack or environment.current_stack() or "cpu"
+    return environment.container_stack(spec.config.stack)
 
 
 def partition_limits(partition: str | None) -> dict[str, str] | None:
@@ -167,8 +170,7 @@ def _state_from_accounting(job_id: str) -> JobState:
 
 def _host_paths(spec: JobSpec) -> list[Path]:
     """The directories and files the containerised job reads and writes on the host."""
-    wanted = [spec.cwd, spec.run_dir, *paths.inputs(spec.config, spec.config_path, spec.cwd)]
-    return [spec.cwd, *paths.outside(wanted[1:], spec.cwd)]
+    return [spec.cwd, *paths.outside([spec.run_dir, *paths.inputs(spec.config, spec.config_path, spec.cwd)], spec.cwd)]
 
 
 def _bind(path: Path | str) -> str:

@@ -40,7 +40,7 @@ def sbatch_lines(config: RunConfig) -> list[str]:
         f"--job-name=lockstep-{re.sub(r'[^A-Za-z0-9_.-]', '_', Path(config.output_dir).name) or 'run'}",
         f"--nodes={res.nodes}",
         "--ntasks-per-node=1",  # one launcher per node; torchrun starts the processes
-        f"--cpus-per-task={res.processes_per_node * res.cpus_per_process}",
+        f"--cpus-per-task={res.cpus_per_node}",
     ]
     if res.gpus_per_node:
         options.append(f"--gpus-per-node={res.gpu_type + ':' if res.gpu_type else ''}{res.gpus_per_node}")
@@ -60,7 +60,7 @@ def render(inputs: ScriptInputs) -> str:
     config = inputs.config
     env = {"LOCKSTEP_SUBMISSION": inputs.submission_id, **config.distributed.env}
     step = ["srun", "--kill-on-bad-exit=1", "--ntasks-per-node=1",
-            f"--cpus-per-task={config.resources.processes_per_node * config.resources.cpus_per_process}",
+            f"--cpus-per-task={config.resources.cpus_per_node}",
             *inputs.launch, *inputs.launcher_args]
     max_requeues = config.slurm.max_requeues
     lines = [

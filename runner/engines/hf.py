@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -177,7 +178,7 @@ def total_steps(config: RunConfig, train_rows: int) -> int:
 
 
 def training_arguments(
-    config: RunConfig, run_dir: Path, precision: str, steps: int, *, has_eval: bool, resuming: bool, layer_classes: list[str] = ()
+    config: RunConfig, run_dir: Path, precision: str, steps: int, *, has_eval: bool, resuming: bool, layer_classes: Sequence[str] = ()
 ) -> Any:
     t = config.train
     eval_steps = max(1, round(steps * t.eval_every_percent / 100))
@@ -216,7 +217,7 @@ def training_arguments(
     )
 
 
-def fsdp_arguments(config: RunConfig, layer_classes: list[str]) -> dict[str, Any]:
+def fsdp_arguments(config: RunConfig, layer_classes: Sequence[str]) -> dict[str, Any]:
     """FSDP: each decoder layer's weights sharded over the processes, gathered whole for checkpoints
     (so a checkpoint is the same files as under DDP, and resumes on any number of processes)."""
     if config.distributed.strategy != "fsdp":
