@@ -43,9 +43,11 @@ def wait_for(condition, what: str, timeout: float = 240) -> None:
 
 
 def start_now_when_pending(cluster, job_id: str) -> None:
-    """Slurm holds a requeued job for about two minutes (BeginTime); an administrator's nudge starts it now."""
+    """Slurm holds a requeued job for about two minutes (BeginTime); an administrator's nudge starts it
+    sooner. Not in the same second as the requeue: slurmd refuses a start in the second its previous
+    credential was revoked ("Job credential revoked"), and the job would fail."""
     wait_for(lambda: job_state(cluster, job_id)["JobState"] == "PENDING", "the requeued job to be pending")
-    cluster.run("scontrol", "update", f"JobId={job_id}", "StartTime=now")
+    cluster.run("scontrol", "update", f"JobId={job_id}", "StartTime=now+2")
 
 
 def finished(cluster, job_id: str) -> bool:
