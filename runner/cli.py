@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from runner import backends, job
+from runner import backends, hardware, job
 from runner import config as config_module
 from runner.backends import jobs
 from runner.backends.base import JobSpec
-from runner.errors import run_command
+from runner.errors import LimitError, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +29,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--dry-run", action="store_true",
                        help="print the exact command or job script the backend would run, and run nothing")
+    _add_waive(train)
+
+    preflight = commands.add_parser("preflight", help="check everything the run needs and recommend settings for the hardware")
+    preflight.add_argument("config")
+    preflight.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    preflight.add_argument("--backend", choices=backends.NAMES, default="local", help="where the run will execute (default: local)")
+    preflight.add_argument("--hardware", metavar="PROFILE",
+                           help="plan for this hardware instead of this machine's: " + ", ".join(hardware.profile_names()))
+    preflight.add_argument("--apply", nargs="?", const=True, default=None, metavar="PATH",
+                           help="write the config with the recommended values to a new file (default: CONFIG.recommended.yaml)")
+    preflight.add_argument("--strict-env", action="store_true", help="count drift from the stack's lock as an error")
+    _add_waive(preflight)
 
     for name, text in (("status", "the state of a run and of its scheduler job"), ("logs", "the output of a run's scheduler job"),
                        ("cancel", "cancel a run's scheduler job (its checkpoints stay)")):
@@ -41,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("config")
     check.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     return parser
+
+
+def _add_waive(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--waive", action="append", default=[], metavar="CHECK",
+                        help="accept a failed preflight check and go on (repeatable; `data` waives every data.* check)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -66,14 +83,48 @@ def _run(args: argparse.Namespace) -> int:
         print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
         return 0
     spec = _spec(args, config)
+    if args.command == "preflight":
+        return _preflight(args, spec)
+    if args.fresh and not args.dry_run:
+        submit.start_fresh(spec, args.backend)
+    _gate(args, spec)
     if args.backend in backends.SCHEDULED:
-        return submit.submit(spec, args.backend, dry_run=args.dry_run, fresh=args.fresh)
-    submit.check(spec, args.backend)
+        return submit.submit(spec, args.backend, dry_run=args.dry_run)
     if args.backend == "docker":
         from runner.backends import docker
 
         return docker.train(args, config)
     return job.run_local(config, args)
+
+
+def _preflight(args: argparse.Namespace, spec: JobSpec) -> int:
+    from runner import preflight, preflight_output
+
+    report = preflight.run(spec, args.backend, hardware_profile=args.hardware, waive=args.waive)
+    preflight_output.print_table(report, spec, sys.stdout)
+    written = preflight_output.write(report, spec)
+    print(f"report: {written}\nrecommended config: {written.with_name(preflight_output.RECOMMENDED_FILE)}")
+    if args.apply is not None:
+        path = preflight_output.apply(report, spec, None if args.apply is True else Path(args.apply))
+        print(f"applied: {path} (train with: lockstep train {path})")
+    if report.blocking:
+        preflight_output.refuse(report, spec.run_dir)
+    return 0
+
+
+def _gate(args: argparse.Namespace, spec: JobSpec) -> None:
+    """`lockstep train` runs preflight first and starts nothing while an error is not waived."""
+    from runner import preflight, preflight_output
+
+    report = preflight.run(spec, args.backend, waive=args.waive)
+    preflight_output.print_table(report, spec, sys.stderr)
+    if not args.dry_run:
+        preflight_output.write(report, spec)
+    limit_errors = [check.summary + (f": {check.fix}" if check.fix else "") for check in report.blocking if check.name == "limits"]
+    if limit_errors:
+        raise LimitError(args.backend, limit_errors)
+    if report.blocking:
+        preflight_output.refuse(report, spec.run_dir)
 
 
 def _spec(args: argparse.Namespace, config: config_module.RunConfig) -> JobSpec:

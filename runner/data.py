@@ -38,6 +38,13 @@ def resolve_path(ref: str) -> Path:
 
 def read_jsonl(ref: str) -> list[dict[str, Any]]:
     """All rows of a JSONL file; every unparsable line is reported with file:line."""
+    rows, problems = scan_jsonl(ref)
+    _raise_if(problems, resolve_path(ref))
+    return rows
+
+
+def scan_jsonl(ref: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """The rows that parse (each with its `_line`), and a `file:line: what is wrong` per line that does not."""
     path = resolve_path(ref)
     rows, problems = [], []
     with path.open(encoding="utf-8") as handle:
@@ -54,30 +61,36 @@ def read_jsonl(ref: str) -> list[dict[str, Any]]:
                 continue
             rows.append({"_line": number, **row})
     if not rows and not problems:
-        problems.append(f"{path}: no rows (the file is empty)")
-    _raise_if(problems, path)
-    return rows
+        problems.append(f"{path}:1: the file is empty (no rows to train on)")
+    return rows, problems
 
 
 def detect_format(rows: list[dict[str, Any]], declared: str, ref: str) -> str:
-    if declared != "auto":
-        fmt = declared
-    else:
+    fmt = declared if declared != "auto" else guess_format(rows[0])
+    if fmt is None:
         first = rows[0]
-        fmt = next((f for f, fields in FORMAT_FIELDS.items() if all(k in first for k in fields)), "")
-        if not fmt:
-            keys = ", ".join(k for k in first if k != "_line")
-            raise DataError(
-                f"{resolve_path(ref)}:{first['_line']}: cannot tell the data format from the keys ({keys}). "
-                "Use 'text', 'prompt' + 'completion', or 'messages', or set data.format."
-            )
+        keys = ", ".join(k for k in first if k != "_line")
+        raise DataError(
+            f"{resolve_path(ref)}:{first['_line']}: cannot tell the data format from the keys ({keys}). "
+            "Use 'text', 'prompt' + 'completion', or 'messages', or set data.format."
+        )
+    _raise_if(missing_fields(rows, fmt, ref), resolve_path(ref))
+    return fmt
+
+
+def guess_format(row: dict[str, Any]) -> str | None:
+    """The format whose fields `row` has (the first row decides for `data.format: auto`)."""
+    return next((fmt for fmt, fields in FORMAT_FIELDS.items() if all(k in row for k in fields)), None)
+
+
+def missing_fields(rows: list[dict[str, Any]], fmt: str, ref: str) -> list[str]:
+    """A `file:line: missing field(s)` problem per row that lacks a field of `fmt`."""
     problems = []
     for row in rows:
         missing = [k for k in FORMAT_FIELDS[fmt] if k not in row]
         if missing:
             problems.append(f"{resolve_path(ref)}:{row['_line']}: missing field(s) {', '.join(missing)} for format {fmt}")
-    _raise_if(problems, resolve_path(ref))
-    return fmt
+    return problems
 
 
 def tokenize(rows: list[dict[str, Any]], fmt: str, tokenizer: Any, max_seq_len: int, ref: str) -> Tokenized:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import re
 import sys
 from typing import Any
 
@@ -33,7 +34,23 @@ def locked_for_here(lock_text: str) -> dict[str, str]:
 
 
 def installed() -> dict[str, str]:
-    return {stacks.normalize(d.metadata["Name"]): d.version for d in importlib.metadata.distributions() if d.metadata["Name"]}
+    found = {}
+    for distribution in importlib.metadata.distributions():
+        name, version = _name_and_version(distribution)
+        if name:
+            found[stacks.normalize(name)] = version
+    return found
+
+
+def _name_and_version(distribution: importlib.metadata.Distribution) -> tuple[str | None, str]:
+    """Read from METADATA's header lines: parsing every file as an email message (what .metadata
+    does) takes seconds in an environment of a few hundred packages."""
+    text = distribution.read_text("METADATA") or distribution.read_text("PKG-INFO") or ""
+    header = text.split("\n\n", 1)[0]
+    name, version = re.search(r"^Name: *(.+?) *$", header, re.MULTILINE), re.search(r"^Version: *(.+?) *$", header, re.MULTILINE)
+    if name and version:
+        return name.group(1), version.group(1)
+    return distribution.metadata["Name"], distribution.version
 
 
 def compare(locked: dict[str, str], present: dict[str, str]) -> dict[str, Any]:

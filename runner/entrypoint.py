@@ -24,6 +24,10 @@ CONFIG_FILE = "config.yaml"
 MANIFEST_FILE = "manifest.json"
 ATTEMPTS_FILE = "attempts.jsonl"
 JOBS_DIR = "jobs"  # runner.backends.jobs keeps submissions there
+PREFLIGHT_REPORT = "preflight_report.json"
+RECOMMENDED_CONFIG = "recommended_config.yaml"
+# Written before a run starts (scheduler submissions, preflight's report): not the run itself.
+BEFORE_RUN = frozenset({JOBS_DIR, PREFLIGHT_REPORT, RECOMMENDED_CONFIG})
 
 
 def main(
@@ -109,9 +113,9 @@ def main(
 
 def _prepare(config: RunConfig, run_dir: Path, fresh: bool, data_hashes: dict[str, str]) -> None:
     """Move the old run aside for --fresh, or check that the existing run may be continued."""
-    if fresh and _has_content(run_dir):
+    if fresh and has_run_content(run_dir):
         say(f"--fresh: moved the earlier run to {move_aside(run_dir)}")
-    elif _has_content(run_dir):
+    elif has_run_content(run_dir):
         _check_same_run(config, run_dir, data_hashes)
 
 
@@ -186,11 +190,10 @@ def move_aside(run_dir: Path) -> Path:
     return target
 
 
-def _has_content(run_dir: Path) -> bool:
+def has_run_content(run_dir: Path) -> bool:
     if run_dir.exists() and not run_dir.is_dir():
         raise OutputDirError(f"output_dir {run_dir} exists and is not a directory; choose another output_dir")
-    # jobs/ holds scheduler submissions (their scripts and logs), written before the run starts
-    return run_dir.is_dir() and any(entry.name != JOBS_DIR for entry in run_dir.iterdir())
+    return run_dir.is_dir() and any(entry.name not in BEFORE_RUN for entry in run_dir.iterdir())
 
 
 def _describe(run_dir: Path, summary: dict[str, Any]) -> str:

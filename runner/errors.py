@@ -99,6 +99,12 @@ class BackendError(LockstepError):
     exit_code = 11
 
 
+class PreflightError(LockstepError):
+    """Preflight found a problem that would end the run (bad data, no memory, a missing lock...); nothing started."""
+
+    exit_code = 12
+
+
 def report(exc: LockstepError) -> int:
     """Print `exc` the way every lockstep command does and return its exit code."""
     print(f"lockstep: {exc.label}: {exc}", file=sys.stderr)

@@ -32,9 +32,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(config: config_module.RunConfig, args: argparse.Namespace, backend: str) -> int:
-    from runner import entrypoint
+    from runner import allocator, entrypoint
     from runner.backends.modal_plan import STORAGE_HOOK_ENV
 
+    allocator.set_default()  # before CUDA is first used: torch reads the variable then
     hook = None
     if os.environ.get(STORAGE_HOOK_ENV):  # inside a Modal container: commit the volume after each checkpoint
         from runner.backends import modal_app

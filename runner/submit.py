@@ -1,7 +1,7 @@
 """Submitting a run to a scheduler backend and finding it again: `lockstep train --backend slurm`,
 `lockstep status|logs|cancel RUN`.
 
-Limits are checked before anything is written or sent; `--dry-run` prints the exact files and
+Preflight checks the limits before anything is written or sent; `--dry-run` prints the exact files and
 command and stops there. A run has at most one live job: a second submission while the first
 is pending or running is refused, since both would write the same run directory.
 """
@@ -15,24 +15,31 @@ from runner import backends, limits, shell
 from runner.backends import jobs
 from runner.backends.base import JobHandle, JobSpec, JobState
 from runner.entrypoint import move_aside
-from runner.errors import BackendError, LimitError
-from runner.problems import errors, warnings
+from runner.errors import BackendError
+from runner.problems import Problem
 from runner.report import load_summary
 
 
-def check(spec: JobSpec, backend_name: str) -> None:
-    """Raise LimitError with every problem if the backend cannot run `spec`; print the warnings."""
+def limit_problems(spec: JobSpec, backend_name: str) -> list[Problem]:
+    """Everything `backend_name` cannot give `spec`, errors and warnings; nothing is sent anywhere."""
     problems = limits.common(spec.config, backend_name)
     if backend_name in backends.SCHEDULED:
         problems += backends.scheduled(backend_name).check(spec)
-    for problem in warnings(problems):
-        say(f"warning: {problem}")
-    if errors(problems):
-        raise LimitError(backend_name, [str(problem) for problem in errors(problems)])
+    return problems
 
 
-def submit(spec: JobSpec, backend_name: str, *, dry_run: bool, fresh: bool) -> int:
-    check(spec, backend_name)
+def start_fresh(spec: JobSpec, backend_name: str) -> None:
+    """--fresh: move the earlier run aside before anything new (preflight's report, a job) is written into its directory."""
+    if backend_name == "modal":
+        raise BackendError("--fresh cannot move a run aside inside a Modal volume; set another output_dir for a new run")
+    if backend_name in backends.SCHEDULED:
+        _refuse_second_job(spec.run_dir)
+    if spec.run_dir.is_dir() and any(spec.run_dir.iterdir()):
+        say(f"--fresh: moved the earlier run to {move_aside(spec.run_dir)}")
+
+
+def submit(spec: JobSpec, backend_name: str, *, dry_run: bool) -> int:
+    """Prepare and submit `spec` (its limits were checked by preflight); --dry-run prints and stops."""
     backend = backends.scheduled(backend_name)
     submission = backend.prepare(spec)
     if dry_run:
@@ -41,10 +48,6 @@ def submit(spec: JobSpec, backend_name: str, *, dry_run: bool, fresh: bool) -> i
         print(f"# ---- submitted with\n{shell.join(submission.argv)}")
         return 0
     _refuse_second_job(spec.run_dir)
-    if fresh and backend_name == "modal":
-        raise BackendError("--fresh cannot move a run aside inside a Modal volume; set another output_dir for a new run")
-    if fresh and spec.run_dir.is_dir() and any(spec.run_dir.iterdir()):
-        say(f"--fresh: moved the earlier run to {move_aside(spec.run_dir)}")
     jobs.write_files(spec.job_dir, submission)
     handle = backend.submit(spec, submission)
     jobs.save(handle)

@@ -42,6 +42,11 @@ def hostile_project(tmp_path: Path, directory: str, output: str) -> Path:
     return config_path
 
 
+def nothing_but_preflight(run_dir: Path) -> bool:
+    """The run directory holds preflight's report and nothing else: no training started."""
+    return sorted(path.name for path in run_dir.iterdir()) == ["preflight_report.json", "recommended_config.yaml"]
+
+
 def _env() -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=str(REPO_ROOT))
 

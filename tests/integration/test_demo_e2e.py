@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from tests.conftest import DEMO_CONFIG, REPO_ROOT, run_lockstep
+from runner.errors import PreflightError
+from tests.conftest import DEMO_CONFIG, REPO_ROOT, nothing_but_preflight, run_lockstep
 from tests.integration.run_checks import GENERATE_SCRIPT, assert_complete_run
 
 pytestmark = pytest.mark.slow
@@ -66,8 +67,8 @@ def test_cpu_run_refuses_gpu_precision_before_writing(tmp_path):
     result = run_lockstep("train", str(DEMO_CONFIG), "--set", f"output_dir={run_dir}", "--set", "train.precision=bf16")
     if "CUDA" not in result.stderr:
         pytest.skip("a CUDA GPU is visible: bf16 is valid here")
-    assert result.returncode == 4 and "train.precision=fp32" in result.stderr
-    assert not run_dir.exists()
+    assert result.returncode == PreflightError.exit_code and "✗ engine" in result.stderr and "train.precision=fp32" in result.stderr
+    assert nothing_but_preflight(run_dir)
 
 
 def test_manifest_records_the_stack_and_that_nothing_drifted(demo_run):
@@ -85,10 +86,10 @@ def test_strict_env_refuses_drift_before_writing(tmp_path):
         [sys.executable, "-m", "runner", "train", str(DEMO_CONFIG), "--set", f"output_dir={run_dir}", "--strict-env"],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True,
     )
-    assert result.returncode == 8, result.stderr[-2000:]
-    assert "--strict-env: this environment differs from the lock of stack mlx" in result.stderr
+    assert result.returncode == PreflightError.exit_code, result.stderr[-2000:]
+    assert "✗ drift" in result.stderr and "this environment differs from the lock of stack mlx" in result.stderr
     assert "mlx-cpu missing" in result.stderr
-    assert not run_dir.exists()
+    assert nothing_but_preflight(run_dir)
 
 
 def test_an_environment_of_a_stack_without_a_lock_is_refused(tmp_path):
@@ -98,5 +99,5 @@ def test_an_environment_of_a_stack_without_a_lock_is_refused(tmp_path):
         [sys.executable, "-m", "runner", "train", str(DEMO_CONFIG), "--set", f"output_dir={run_dir}"],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True,
     )
-    assert result.returncode == 8, result.stderr[-2000:]
-    assert "run `nox -s lock -- cu121-torch251`" in result.stderr and not run_dir.exists()
+    assert result.returncode == PreflightError.exit_code, result.stderr[-2000:]
+    assert "✗ lock" in result.stderr and "run `nox -s lock -- cu121-torch251`" in result.stderr and nothing_but_preflight(run_dir)

@@ -23,7 +23,7 @@ def test_bundled_demo_data_matches_its_generator():
         assert (dataset.DATA_DIR / f"{split}.jsonl").read_text() == dataset.render(rows)
 
 
-def test_demo_split_has_no_overlap_and_expected_sizes():
+def test_demo_split_sizes():
     splits = dataset.generate()
     assert len(splits["train"]) == dataset.TRAIN_SIZE and len(splits["valid"]) == dataset.VALID_SIZE
 

@@ -1,0 +1,144 @@
+"""What preflight leaves behind: the terminal table (✓ / ⚠ / ✗ with the fix for each), the run
+directory's preflight_report.json and recommended_config.yaml, and `--apply`'s new config file."""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+from runner import config as config_module
+from runner.backends.base import JobSpec
+from runner.entrypoint import PREFLIGHT_REPORT as REPORT_FILE
+from runner.entrypoint import RECOMMENDED_CONFIG as RECOMMENDED_FILE
+from runner.errors import PreflightError
+from runner.preflight import Report
+
+HEADER = "# Written by lockstep preflight"  # marks files --apply may overwrite
+MARKS = {"ok": "✓", "warning": "⚠", "error": "✗"}
+
+
+def print_table(report: Report, spec: JobSpec, stream: TextIO) -> None:
+    where = report.hardware.describe() if report.hardware else "hardware unknown"
+    print(f"preflight: {spec.config_path.name} on --backend {report.backend} ({where})", file=stream)
+    width = max(len(check.name) for check in report.checks)
+    for check in report.checks:
+        mark = "⚠" if check.waived else MARKS[check.status]
+        note = " (waived)" if check.waived else ""
+        print(f"  {mark} {check.name:<{width}}  {check.summary}{note}", file=stream)
+        if check.status != "ok" and check.fix:
+            print(f"    {'':<{width}}  fix: {check.fix}", file=stream)
+    if report.recommendation is not None:
+        _print_recommendation(report, spec, stream)
+    counts = {status: sum(1 for c in report.checks if c.status == status and not c.waived) for status in MARKS}
+    waived = sum(1 for c in report.checks if c.waived)
+    print(f"  {counts['ok']} passed, {counts['warning']} warning(s), {counts['error']} failed" + (f", {waived} waived" if waived else ""),
+          file=stream)
+    for name in report.unknown_waivers:
+        print(f"  note: --waive {name} matches no check", file=stream)
+
+
+def _print_recommendation(report: Report, spec: JobSpec, stream: TextIO) -> None:
+    advice = report.recommendation
+    assert advice is not None  # checked by the caller
+    changes = advice.changes(spec.config)
+    if not changes:
+        print(f"  recommended: keep the settings ({advice.reason})", file=stream)
+        return
+    print("  recommended:" if advice.fits else "  closest setting (does not fit):", file=stream)
+    for key, (before, after) in changes.items():
+        print(f"    {key}: {before} -> {after}", file=stream)
+    print(f"    why: {advice.reason}; estimated {advice.estimate.total / 2**30:.2f} GiB of {advice.budget_bytes / 2**30:.1f} GiB usable",
+          file=stream)
+
+
+def write(report: Report, spec: JobSpec) -> Path:
+    """preflight_report.json and recommended_config.yaml in the run directory; returns the report's path."""
+    run_dir = spec.run_dir
+    if run_dir.exists() and not run_dir.is_dir():
+        raise PreflightError(f"output_dir {run_dir} exists and is not a directory; choose another output_dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / REPORT_FILE).write_text(json.dumps(as_json(report, spec), indent=2) + "\n")
+    (run_dir / RECOMMENDED_FILE).write_text(recommended_yaml(report, spec))
+    return run_dir / REPORT_FILE
+
+
+def as_json(report: Report, spec: JobSpec) -> dict[str, Any]:
+    advice = report.recommendation
+    return {
+        "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config": str(spec.config_path), "overrides": list(spec.overrides), "backend": report.backend, "host": platform.node(),
+        "passed": not report.blocking,
+        "counts": {status: sum(1 for c in report.checks if c.status == status) for status in MARKS},
+        "checks": [asdict(check) for check in report.checks],
+        "hardware": asdict(report.hardware) if report.hardware else None,
+        "model": {"parameters": report.model.shape.parameters() if report.model.shape else None,
+                  "lora_parameters": report.model.shape.lora_parameters(spec.config.lora.r) if report.model.shape else None,
+                  "weights_bytes": report.model.weights_bytes, "prequantized": report.model.prequantized, **report.model.details},
+        "tokens": report.token_stats,
+        "memory_gib": report.estimate,
+        "recommendation": None if advice is None else {
+            "fits": advice.fits, "reason": advice.reason, "settings": advice.settings.as_config(),
+            "changes": {key: {"configured": before, "recommended": after} for key, (before, after) in advice.changes(spec.config).items()},
+            "memory_gib": advice.estimate.as_gib(), "budget_gib": round(advice.budget_bytes / 2**30, 3)},
+        "unknown_waivers": report.unknown_waivers,
+    }
+
+
+def recommended_yaml(report: Report, spec: JobSpec) -> str:
+    """The user's config (as written, with its --set overrides) with the recommended values set."""
+    raw = yaml.safe_load(spec.config_path.read_text()) or {}
+    problems: list[str] = []
+    config_module.apply_overrides(raw, spec.overrides, problems)
+    advice = report.recommendation
+    lines = [HEADER + f" from {spec.config_path.name} on {datetime.now(timezone.utc):%Y-%m-%d}"]
+    if advice is None:
+        lines.append("# No recommendation: the model's shape or the hardware is unknown (see preflight_report.json).")
+    else:
+        target = report.hardware.describe() if report.hardware else "unknown hardware"
+        lines.append(f"# For {target}." if advice.fits else f"# Closest setting; it does NOT fit {target}.")
+        lines += [f"# {key}: {before} -> {after}" for key, (before, after) in advice.changes(spec.config).items()]
+        lines.append(f"# Why: {advice.reason}.")
+        for key, value in advice.settings.as_config().items():
+            _set(raw, key, value)
+    return "\n".join(lines) + "\n" + yaml.safe_dump(raw, sort_keys=False)
+
+
+def apply(report: Report, spec: JobSpec, target: Path | None) -> Path:
+    """Write the recommended config to a new file (default: CONFIG.recommended.yaml beside CONFIG)."""
+    path = target or spec.config_path.with_name(f"{spec.config_path.stem}.recommended.yaml")
+    if path.resolve() == spec.config_path.resolve():
+        raise PreflightError(f"--apply would overwrite the config itself ({path}); name another file")
+    if path.exists() and not path.read_text().startswith(HEADER):
+        raise PreflightError(f"--apply: {path} exists and was not written by preflight; name another file (--apply PATH) or move it")
+    text = recommended_yaml(report, spec)
+    problems: list[str] = []
+    config_module.from_dict(yaml.safe_load(text), problems)
+    if problems:  # a bug here, not the user's: never leave a config behind that would not load
+        raise PreflightError(f"the recommended config would not load ({'; '.join(problems)}); nothing was written")
+    path.write_text(text)
+    return path
+
+
+def _set(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    *sections, key = dotted.split(".")
+    node = raw
+    for section in sections:
+        node = node.setdefault(section, {})
+    node[key] = value
+
+
+def refuse(report: Report, run_dir: Path) -> None:
+    """Raise PreflightError naming each blocking check and how to waive it."""
+    blocking = report.blocking
+    lines = [f"{check.name}: {check.summary}" + (f" -> fix: {check.fix}" if check.fix else "") for check in blocking]
+    names = " ".join(f"--waive {name}" for name in dict.fromkeys(check.name for check in blocking))
+    raise PreflightError(
+        f"preflight found {len(blocking)} problem(s); nothing was started:\n  - " + "\n  - ".join(lines)
+        + f"\nThe full report is in {run_dir / REPORT_FILE}. To run anyway, accept each explicitly: {names}"
+    )
