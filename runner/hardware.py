@@ -108,8 +108,9 @@ def detect() -> Hardware:
         return Hardware(accelerator="metal", name=chip, memory_bytes=ram_total,
                         bf16=not chip.startswith("Apple M1"), cpu_cores=cores, ram_bytes=ram_total,
                         overhead_bytes=_table()["overhead_mib"]["metal"] * MIB)
-    return Hardware(accelerator="cpu", name=f"CPU ({platform.machine()})", memory_bytes=ram_available, cpu_cores=cores,
-                    ram_bytes=ram_total, overhead_bytes=process_rss(), details={"torch": torch_view()})
+    rss = process_rss()  # counted as the runtime's overhead, so given back to what is available
+    return Hardware(accelerator="cpu", name=f"CPU ({platform.machine()})", memory_bytes=min(ram_total, ram_available + rss), cpu_cores=cores,
+                    ram_bytes=ram_total, overhead_bytes=rss, details={"torch": torch_view()})
 
 
 def cpu_cores() -> int:

@@ -123,6 +123,9 @@ def _hub(repo: str, revision: str | None) -> ModelInfo:
     except (errors.LocalEntryNotFoundError, OSError) as exc:
         raise ModelUnreachable(f"the hub cannot be reached and the model is not in the local cache ({type(exc).__name__})",
                                "check the network (or HF_ENDPOINT), or download the model once where the hub is reachable") from exc
+    except Exception as exc:  # an HTTP error of the hub's, whose classes change between huggingface_hub releases
+        raise ModelUnreachable(f"the hub answered with an error: {type(exc).__name__}: {exc}",
+                               "check model.name_or_path and model.revision, then try again") from exc
     config = json.loads(Path(config_path).read_text())
     weights_bytes, to_download, where = _hub_weights(huggingface_hub, repo, revision)
     return _info(config, weights_bytes, to_download=to_download, details={"where": where})

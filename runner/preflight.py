@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from runner import data_checks, env_checks, hardware, model_check, stacks
+from runner import data_checks, env_checks, hardware, model_check, stacks, submit
 from runner.backends.base import JobSpec
 from runner.errors import LockstepError
 from runner.hardware import Hardware
@@ -57,8 +57,6 @@ def run(spec: JobSpec, backend: str, *, hardware_profile: str | None = None, wai
     checks += [env_checks.allocator(target, _torch_version(config, backend), config.distributed.env) if target else
                Check(name="env.allocator", status="ok", summary="hardware unknown: allocator settings not checked"),
                env_checks.tokenizers_parallelism()]
-    from runner import submit
-
     problems = submit.limit_problems(spec, backend)
     checks += [as_check("limits", problem) for problem in problems] or [
         Check(name="limits", status="ok", summary=f"within --backend {backend}'s limits")]

@@ -18,6 +18,7 @@ from runner.entrypoint import PREFLIGHT_REPORT as REPORT_FILE
 from runner.entrypoint import RECOMMENDED_CONFIG as RECOMMENDED_FILE
 from runner.errors import PreflightError
 from runner.preflight import Report
+from runner.recommend import Recommendation
 
 HEADER = "# Written by lockstep preflight"  # marks files --apply may overwrite
 MARKS = {"ok": "✓", "warning": "⚠", "error": "✗"}
@@ -34,7 +35,7 @@ def print_table(report: Report, spec: JobSpec, stream: TextIO) -> None:
         if check.status != "ok" and check.fix:
             print(f"    {'':<{width}}  fix: {check.fix}", file=stream)
     if report.recommendation is not None:
-        _print_recommendation(report, spec, stream)
+        _print_recommendation(report.recommendation, spec, stream)
     counts = {status: sum(1 for c in report.checks if c.status == status and not c.waived) for status in MARKS}
     waived = sum(1 for c in report.checks if c.waived)
     print(f"  {counts['ok']} passed, {counts['warning']} warning(s), {counts['error']} failed" + (f", {waived} waived" if waived else ""),
@@ -43,9 +44,7 @@ def print_table(report: Report, spec: JobSpec, stream: TextIO) -> None:
         print(f"  note: --waive {name} matches no check", file=stream)
 
 
-def _print_recommendation(report: Report, spec: JobSpec, stream: TextIO) -> None:
-    advice = report.recommendation
-    assert advice is not None  # checked by the caller
+def _print_recommendation(advice: Recommendation, spec: JobSpec, stream: TextIO) -> None:
     changes = advice.changes(spec.config)
     if not changes:
         print(f"  recommended: keep the settings ({advice.reason})", file=stream)
