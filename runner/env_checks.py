@@ -19,6 +19,7 @@ from runner.memory import ModelShape
 from runner.problems import Check
 
 GIB = 2**30
+OUTPUTS_BYTES = 10 * 2**20  # metrics, plots, logs, reports: a few MiB even for long runs
 
 
 def dependencies(config: RunConfig, backend: str, strict_env: bool) -> list[Check]:
@@ -122,7 +123,7 @@ def disk(run_dir: Path, shape: ModelShape | None, config: RunConfig, download_by
         return Check(name="disk", status="ok", summary="checkpoint size unknown (model shape unknown); not checked")
     lora = shape.lora_parameters(config.lora.r)
     checkpoint = lora * (4 + 8) + 2**20  # fp32 adapter + AdamW's two states, plus trainer state and RNG
-    needed = checkpoint * (config.checkpoint.keep_last + 1) + lora * 4 + 50 * 2**20 + download_bytes
+    needed = checkpoint * (config.checkpoint.keep_last + 1) + lora * 4 + OUTPUTS_BYTES + download_bytes
     existing = next(parent for parent in (run_dir, *run_dir.parents) if parent.exists())
     free = shutil.disk_usage(existing).free
     text = (f"{free / GIB:.1f} GiB free at {existing}; the run needs about {needed / GIB:.2f} GiB "

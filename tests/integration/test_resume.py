@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from runner import checkpoint, metrics
+from runner.entrypoint import BEFORE_RUN
 from tests.conftest import DEMO_CONFIG, run_lockstep, start_lockstep
 from tests.integration.run_checks import (
     assert_complete_run,
@@ -176,11 +177,15 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(stopped_short_
 
 def test_config_change_that_alters_training_is_refused_and_named(stopped_short_run, tmp_path):
     run_dir, _ = copy_run(stopped_short_run, tmp_path)
-    before = sorted((p.relative_to(run_dir), p.stat().st_mtime_ns) for p in run_dir.rglob("*"))
+
+    def run_files() -> list[tuple[Path, int]]:  # preflight rewrites its own report; the run itself must not change
+        return sorted((p.relative_to(run_dir), p.stat().st_mtime_ns) for p in run_dir.rglob("*") if p.name not in BEFORE_RUN)
+
+    before = run_files()
     result = run_lockstep(*train_args(run_dir, *SHORT, "--set", "train.learning_rate=1e-3", "--set", "train.seed=7"))
     assert result.returncode == 7, result.stderr[-3000:]
     assert "different train.learning_rate, train.seed" in result.stderr and "--fresh" in result.stderr
-    assert sorted((p.relative_to(run_dir), p.stat().st_mtime_ns) for p in run_dir.rglob("*")) == before
+    assert run_files() == before
 
 
 def test_changed_data_contents_are_refused(stopped_short_run, tmp_path):
@@ -217,7 +222,9 @@ def small_filesystem(tmp_path):
 def test_full_filesystem_during_a_save_keeps_earlier_checkpoints_and_says_so(small_filesystem):
     run_dir = small_filesystem / "run"
     args = train_args(run_dir, *SHORT, "--set", "checkpoint.every_percent=10", "--set", "checkpoint.keep_last=10")
-    result = run_lockstep(*args)
+    refused = run_lockstep(*args)  # preflight sees ten checkpoints will not fit
+    assert refused.returncode == 12 and "✗ disk" in refused.stderr and "--waive disk" in refused.stderr, refused.stderr[-3000:]
+    result = run_lockstep(*args, "--waive", "disk")  # the failure preflight foresaw, met while saving
     assert result.returncode == 6, result.stderr[-3000:]
     match = re.search(r"could not write the checkpoint of step (\d+) in \S+ \([\d.]+ MiB free there\): .*; "
                       r"the newest intact checkpoint is (\S+)\. Free space", result.stderr)
@@ -229,7 +236,7 @@ def test_full_filesystem_during_a_save_keeps_earlier_checkpoints_and_says_so(sma
     assert not staging_dirs(run_dir) and metrics.read(run_dir)
 
     subprocess.run(["mount", "-o", "remount,size=50m", str(small_filesystem)], check=True)
-    resumed = run_lockstep(*args)
+    resumed = run_lockstep(*args)  # room now: preflight passes
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming from step-{saved[0].step:08d}" in resumed.stderr
     assert assert_complete_run(run_dir)["steps"] == 30
