@@ -178,16 +178,22 @@ def apply_overrides(raw: dict[str, Any], overrides: typing.Sequence[str], proble
             value = yaml.safe_load(value_text) if value_text else ""
         except yaml.YAMLError:
             value = value_text
-        node = raw
-        parts = key.split(".")
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                problems.append(f"--set {item!r}: '{part}' is not a section")
-                break
-            node = child
-        else:
-            node[parts[-1]] = value
+        blocked = set_dotted(raw, key, value)
+        if blocked:
+            problems.append(f"--set {item!r}: '{blocked}' is not a section")
+
+
+def set_dotted(raw: dict[str, Any], key: str, value: Any) -> str | None:
+    """Set `a.b` to `value` in `raw`, making sections as needed; returns the part that is not a section, if any."""
+    node = raw
+    *sections, last = key.split(".")
+    for part in sections:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            return part
+        node = child
+    node[last] = value
+    return None
 
 
 def from_dict(raw: dict[str, Any], problems: list[str]) -> RunConfig | None:

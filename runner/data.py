@@ -66,16 +66,21 @@ def scan_jsonl(ref: str) -> tuple[list[dict[str, Any]], list[str]]:
 
 
 def detect_format(rows: list[dict[str, Any]], declared: str, ref: str) -> str:
+    fmt, problems = format_problems(rows, declared, ref)
+    _raise_if(problems, resolve_path(ref))
+    assert fmt is not None  # no problems means a format was found
+    return fmt
+
+
+def format_problems(rows: list[dict[str, Any]], declared: str, ref: str) -> tuple[str | None, list[str]]:
+    """The rows' format (declared, or told by the first row's keys) and a `file:line:` problem per row that does not fit it."""
     fmt = declared if declared != "auto" else guess_format(rows[0])
     if fmt is None:
         first = rows[0]
         keys = ", ".join(k for k in first if k != "_line")
-        raise DataError(
-            f"{resolve_path(ref)}:{first['_line']}: cannot tell the data format from the keys ({keys}). "
-            "Use 'text', 'prompt' + 'completion', or 'messages', or set data.format."
-        )
-    _raise_if(missing_fields(rows, fmt, ref), resolve_path(ref))
-    return fmt
+        return None, [f"{resolve_path(ref)}:{first['_line']}: cannot tell the data format from the keys ({keys}). "
+                      "Use 'text', 'prompt' + 'completion', or 'messages', or set data.format."]
+    return fmt, missing_fields(rows, fmt, ref)
 
 
 def guess_format(row: dict[str, Any]) -> str | None:

@@ -44,13 +44,10 @@ def _read(name: str, ref: str, declared: str) -> Split:
         rows, problems = data.scan_jsonl(ref)
     except (OSError, UnicodeDecodeError) as exc:
         return Split(name=name, ref=ref, rows=[], fmt=None, problems=[f"{data.resolve_path(ref)}: cannot read: {exc}"])
-    fmt = declared if declared != "auto" else (data.guess_format(rows[0]) if rows else None)
-    if rows and fmt is None:
-        keys = ", ".join(key for key in rows[0] if key != "_line")
-        problems.append(f"{data.resolve_path(ref)}:{rows[0]['_line']}: cannot tell the data format from the keys ({keys})")
-    elif fmt is not None:
-        problems += data.missing_fields(rows, fmt, ref)
-        problems += _wrong_types(rows, fmt, ref)
+    fmt = None
+    if rows:
+        fmt, format_problems = data.format_problems(rows, declared, ref)
+        problems += format_problems + (_wrong_types(rows, fmt, ref) if fmt else [])
     return Split(name=name, ref=ref, rows=rows, fmt=fmt, problems=problems)
 
 

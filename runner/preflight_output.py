@@ -104,7 +104,7 @@ def recommended_yaml(report: Report, spec: JobSpec) -> str:
         lines += [f"# {key}: {before} -> {after}" for key, (before, after) in advice.changes(spec.config).items()]
         lines.append(f"# Why: {advice.reason}.")
         for key, value in advice.settings.as_config().items():
-            _set(raw, key, value)
+            config_module.set_dotted(raw, key, value)
     return "\n".join(lines) + "\n" + yaml.safe_dump(raw, sort_keys=False)
 
 
@@ -122,14 +122,6 @@ def apply(report: Report, spec: JobSpec, target: Path | None) -> Path:
         raise PreflightError(f"the recommended config would not load ({'; '.join(problems)}); nothing was written")
     path.write_text(text)
     return path
-
-
-def _set(raw: dict[str, Any], dotted: str, value: Any) -> None:
-    *sections, key = dotted.split(".")
-    node = raw
-    for section in sections:
-        node = node.setdefault(section, {})
-    node[key] = value
 
 
 def refuse(report: Report, run_dir: Path) -> None:
