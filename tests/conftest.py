@@ -80,7 +80,11 @@ def container_env(tmp_path_factory):
         _skip(f"no container tool: {exc}")
     conf = tmp_path_factory.mktemp("containers") / "containers.conf"
     # Inherit the host's rlimits: on hosts (like CI's) that forbid setting them, runc fails otherwise.
-    conf.write_text("[containers]\ndefault_ulimits = []\n")
+    settings = "[containers]\ndefault_ulimits = []\n"
+    if shutil.which("runc"):
+        # crun (podman's default) refuses hosts with cgroups v1 and v2 mounted side by side ("hybrid mode"); runc runs there.
+        settings += '[engine]\nruntime = "runc"\n'
+    conf.write_text(settings)
     env = dict(os.environ, CONTAINERS_CONF=str(conf), PYTHONPATH=str(REPO_ROOT))
     env.setdefault("LOCKSTEP_BASE_IMAGE", LOCAL_BASE)
     if env["LOCKSTEP_BASE_IMAGE"] == LOCAL_BASE and tool.inspect(LOCAL_BASE) is None:
