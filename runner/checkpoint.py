@@ -153,6 +153,37 @@ class Policy:
 StorageHook = Callable[[Path], None]
 
 
+class Saver:
+    """What every engine's checkpointer shares: the store, the policy, retention, the storage hook,
+    and the count and time of the saves (the run's checkpoint overhead)."""
+
+    def __init__(
+        self, store: CheckpointStore, policy: Policy, *, keep_last: int, meta: dict[str, Any], after_checkpoint: StorageHook | None
+    ) -> None:
+        self.store = store
+        self.policy = policy
+        self.keep_last = keep_last
+        self.meta = meta
+        self.after_checkpoint = after_checkpoint
+        self.saved = 0
+        self.seconds = 0.0
+
+    def saved_one(self, checkpoint: Checkpoint | None) -> None:
+        """After a save: `checkpoint` is None on the ranks that did not write it."""
+        self.policy.saved()
+        self.saved += 1
+        if checkpoint is None:
+            return
+        self.store.retain(self.keep_last)
+        print(f"\nlockstep: checkpoint saved: {checkpoint.path}", file=sys.stderr, flush=True)
+        if self.after_checkpoint is not None:
+            call_storage_hook(self.after_checkpoint, checkpoint.path)
+
+    def details(self, wall_time_s: float) -> dict[str, Any]:
+        return {"checkpoints_saved": self.saved, "checkpoint_time_s": round(self.seconds, 3),
+                "checkpoint_share": round(self.seconds / wall_time_s, 4) if wall_time_s else None}
+
+
 def call_storage_hook(hook: StorageHook, path: Path, attempts: int = 3, delay_s: float = 2.0) -> None:
     """Run the after-checkpoint hook (e.g. a volume commit), retrying with backoff; never swallow a failure."""
     for attempt in range(1, attempts + 1):

@@ -23,10 +23,14 @@ OUTPUTS_BYTES = 10 * 2**20  # metrics, plots, logs, reports: a few MiB even for 
 
 
 def dependencies(config: RunConfig, backend: str, strict_env: bool) -> list[Check]:
-    """This environment for a local run; the stack's lock for a run in its image or on a cluster."""
-    if backend == "local":
+    """This environment for a local run; the stack's lock for a run in another stack's environment,
+    in its image or on a cluster."""
+    from runner import stack_venv
+
+    handed_off = stack_venv.target(config) if backend == "local" else None
+    if backend == "local" and handed_off is None:
         return _this_environment(strict_env) + _engine(config)
-    name = environment.container_stack(config.stack)
+    name = handed_off or environment.container_stack(config.stack)
     try:
         stack = stacks.get(name)
     except LockstepError as exc:
@@ -34,8 +38,9 @@ def dependencies(config: RunConfig, backend: str, strict_env: bool) -> list[Chec
     problem = stack.lock_problem()
     if problem:
         return [Check(name="lock", status="error", summary=problem, fix=f"nox -s lock -- {name}")]
-    lock = Check(name="lock", status="ok", summary=f"stack {name}: {stack.lock_file.name} is current")
-    return [lock, *_known_bad(stacks.pins(stack.lock_file.read_text()), f"the lock of stack {name}")]
+    lock = Check(name="lock", status="ok", summary=f"stack {name}: {stack.lock_file.name} is current"
+                 + (" (a local run trains in its environment, made from the lock on first use)" if handed_off else ""))
+    return [lock, *_known_bad(stacks.pins(stack.lock_file.read_text()), f"the lock of stack {name}"), *_engine_elsewhere(config, backend)]
 
 
 def _this_environment(strict_env: bool) -> list[Check]:
@@ -82,6 +87,21 @@ def _engine(config: RunConfig) -> list[Check]:
     except LockstepError as exc:
         return [Check(name="engine", status="error", summary=str(exc), fix="see the message; or choose another backend")]
     return [Check(name="engine", status="ok", summary=f"engine {name} can run this config here")]
+
+
+def _engine_elsewhere(config: RunConfig, backend: str) -> list[Check]:
+    """What can be told of the engine before its environment exists (the job checks the rest when it starts)."""
+    if config.engine != "mlx":
+        return []
+    from runner.engines import mlx_config
+
+    if backend not in mlx_config.BACKENDS:
+        return [Check(name="engine", status="error", summary=f"engine mlx runs with --backend local only, not {backend}: "
+                      "MLX trains on a Mac's own GPU, which containers and clusters do not have", fix="use --backend local, or engine: hf")]
+    problems = mlx_config.unsupported(config)
+    if problems:
+        return [Check(name="engine", status="error", summary="engine mlx cannot honour " + "; ".join(problems), fix="change those settings")]
+    return [Check(name="engine", status="ok", summary="engine mlx can run this config")]
 
 
 def allocator(hardware: Hardware, torch_version: str | None, job_env: Mapping[str, str]) -> Check:

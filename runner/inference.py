@@ -13,7 +13,8 @@ def load(run_dir: Path) -> tuple[Any, Any]:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from runner.engines.hf import ADAPTER_DIR, resolve_model
+    from runner.engines.hf import ADAPTER_DIR
+    from runner.engines.model_files import resolve_model
 
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     base = resolve_model(config["model"]["name_or_path"])

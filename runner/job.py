@@ -46,7 +46,18 @@ def run(config: config_module.RunConfig, args: argparse.Namespace, backend: str)
 
 
 def run_local(config: config_module.RunConfig, args: argparse.Namespace) -> int:
-    """`--backend local`: train here; several processes (resources.processes_per_node) under torchrun."""
+    """`--backend local`: train here; several processes (resources.processes_per_node) under torchrun;
+    in the environment of the config's stack when that is not this one."""
+    from runner import stack_venv
+
+    stack = stack_venv.target(config)
+    if stack is not None:
+        from runner import foreground, stacks
+
+        python = stack_venv.ensure(stacks.get(stack))
+        job_args = entry_arguments(str(args.config), backend="local", overrides=args.overrides, fresh=args.fresh, strict_env=args.strict_env)
+        print(f"lockstep: training in the environment of stack {stack} ({python.parent.parent})", file=sys.stderr, flush=True)
+        return foreground.run([str(python), "-m", "runner.job", *job_args])
     processes = config.resources.processes_per_node
     if processes == 1 or "WORLD_SIZE" in os.environ:  # one process, or already one of torchrun's workers
         return run(config, args, "local")

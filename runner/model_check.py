@@ -146,7 +146,7 @@ def _hub_weights(hub: Any, repo: str, revision: str | None) -> tuple[int | None,
 
 def load_tokenizer(config: RunConfig) -> Any:
     """The run's tokenizer (for token lengths), exactly as training loads it; raises on failure."""
-    from runner.engines.hf import load_tokenizer as engine_tokenizer
-    from runner.engines.hf import resolve_model
+    from runner.engines.model_files import load_tokenizer as engine_tokenizer
+    from runner.engines.model_files import resolve_model
 
     return engine_tokenizer(resolve_model(config.model.name_or_path), config)

@@ -150,7 +150,9 @@ def _disk(spec: JobSpec, backend: str, info: ModelInfo) -> Check:
 
 
 def _torch_version(config: Any, backend: str) -> str | None:
-    if backend == "local":
+    from runner import stack_venv
+
+    if backend == "local" and stack_venv.target(config) is None:
         try:
             return importlib.metadata.version("torch")
         except importlib.metadata.PackageNotFoundError:
@@ -158,7 +160,7 @@ def _torch_version(config: Any, backend: str) -> str | None:
     from runner import environment
 
     try:
-        stack = stacks.get(environment.container_stack(config.stack))
+        stack = stacks.get(stack_venv.target(config) or environment.container_stack(config.stack))
         return stacks.pins(stack.lock_file.read_text()).get("torch", [None])[0]
     except (OSError, LockstepError):  # no lock: the dependency check says so
         return None

@@ -13,13 +13,11 @@ import argparse
 import csv
 import io
 import os
-import signal
-import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from runner import containers, environment, images, job, shell, stacks
+from runner import containers, environment, foreground, images, job, shell, stacks
 from runner.backends import paths
 from runner.backends.base import Submission
 from runner.config import RunConfig
@@ -29,7 +27,6 @@ from runner.errors import ImageError
 NAME = "docker"
 CACHE_IN_CONTAINER = "/cache/lockstep"
 HF_HOME_IN_CONTAINER = "/cache/huggingface"
-FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR2)
 SECRETS = ("HF_TOKEN",)  # passed by name: the value never appears in a command line
 
 
@@ -84,20 +81,11 @@ def prepare(
 
 
 def submit(submission: Submission) -> int:
-    """Run the container in the foreground and return its exit code (75: stopped, checkpointed).
-
-    The container runs in its own session, so a Ctrl-C in the terminal reaches it once,
-    through lockstep, which forwards it and the scheduler's signals (TERM, HUP, USR2)."""
-    process = subprocess.Popen(submission.argv, start_new_session=True)
-    previous = {sig: signal.signal(sig, lambda number, _frame: process.send_signal(number)) for sig in FORWARDED_SIGNALS}
-    try:
-        code = process.wait()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    """Run the container in the foreground and return its exit code (75: stopped, checkpointed)."""
+    code = foreground.run(submission.argv)
     if code == 125 or code == 127:  # docker/podman's own failures, before the job started
         print(f"lockstep: {submission.argv[0]} could not start the container (exit {code}); see its message above", file=sys.stderr)
-    return code if code >= 0 else 128 - code
+    return code
 
 
 def mount_option(source: Path, target: Path, mode: str) -> str:

@@ -1,18 +1,23 @@
 """Builds the built-in Llama models (random weights) and a BPE tokenizer trained on the demo data.
 
 The result is saved in standard Hugging Face format, so it loads through the same
-`from_pretrained` path as a real model. Building is deterministic and cached: the cache
-key covers the model config, the training text and the transformers version.
+`from_pretrained` path as a real model, and through mlx-lm's `load`. The weights are drawn
+with numpy, not torch, so every stack builds the same model (the `mlx` stack has no torch).
+Building is deterministic and cached: the cache key covers the model config, the training
+text and the transformers version.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
 
 HERE = Path(__file__).parent
 TRAIN_FILE = HERE / "data" / "train.jsonl"
@@ -23,12 +28,13 @@ CHAT_TEMPLATE = (
     "{% if message['role'] == 'assistant' %}<|eos|>{% endif %}{{ '\\n' }}{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
-BUILD_VERSION = "1"  # bump when the build recipe changes
+BUILD_VERSION = "2"  # bump when the build recipe changes
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("LOCKSTEP_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lockstep"
-    return Path(root) / "models"
+    from runner import cache
+
+    return cache.root() / "models"
 
 
 def ensure_built(name: str = "tiny-llama") -> Path:
@@ -68,9 +74,9 @@ def training_texts() -> list[str]:
 
 def build(out_dir: Path, name: str = "tiny-llama") -> None:
     """Write tokenizer and randomly initialised model into `out_dir`."""
-    import torch
+    from safetensors.numpy import save_file
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import LlamaConfig, PreTrainedTokenizerFast
 
     settings = json.loads(model_config(name).read_text())
     bpe = Tokenizer(models.BPE())
@@ -94,7 +100,40 @@ def build(out_dir: Path, name: str = "tiny-llama") -> None:
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = LlamaForCausalLM(config)
-    model.save_pretrained(out_dir)
+    config.architectures = settings["architectures"]
+    config.save_pretrained(out_dir)
+    save_file(random_weights(config.to_dict()), str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+
+
+def random_weights(config: dict[str, Any], seed: int = 0) -> dict[str, np.ndarray]:
+    """A Llama model's weights as transformers initialises them (normal(0, initializer_range) for
+    linear and embedding weights, the padding token's embedding zero, norms one), in float32."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    hidden, inner, vocab = config["hidden_size"], config["intermediate_size"], config["vocab_size"]
+    head_dim = config.get("head_dim") or hidden // config["num_attention_heads"]
+    kv = config["num_key_value_heads"] * head_dim
+    std = config["initializer_range"]
+
+    def normal(*shape: int) -> np.ndarray:
+        return rng.normal(0.0, std, size=shape).astype(np.float32)
+
+    weights = {"model.embed_tokens.weight": normal(vocab, hidden)}
+    if config.get("pad_token_id") is not None:
+        weights["model.embed_tokens.weight"][config["pad_token_id"]] = 0.0
+    for layer in range(config["num_hidden_layers"]):
+        prefix = f"model.layers.{layer}"
+        shapes = {
+            "self_attn.q_proj": (config["num_attention_heads"] * head_dim, hidden), "self_attn.k_proj": (kv, hidden),
+            "self_attn.v_proj": (kv, hidden), "self_attn.o_proj": (hidden, config["num_attention_heads"] * head_dim),
+            "mlp.gate_proj": (inner, hidden), "mlp.up_proj": (inner, hidden), "mlp.down_proj": (hidden, inner),
+        }
+        for name, shape in shapes.items():
+            weights[f"{prefix}.{name}.weight"] = normal(*shape)
+        weights[f"{prefix}.input_layernorm.weight"] = np.ones(hidden, np.float32)
+        weights[f"{prefix}.post_attention_layernorm.weight"] = np.ones(hidden, np.float32)
+    weights["model.norm.weight"] = np.ones(hidden, np.float32)
+    if not config.get("tie_word_embeddings"):
+        weights["lm_head.weight"] = normal(vocab, hidden)
+    return weights

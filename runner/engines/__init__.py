@@ -16,7 +16,7 @@ from runner.errors import EngineError
 from runner.signals import StopFlag
 
 # Engines this release implements, by config name.
-ENGINES = {"hf": "runner.engines.hf"}
+ENGINES = {"hf": "runner.engines.hf", "mlx": "runner.engines.mlx"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,4 +80,7 @@ def _unsloth_usable() -> bool:
 
 
 def _mlx_usable() -> bool:
-    return sys.platform == "darwin" and platform.machine() == "arm64" and importlib.util.find_spec("mlx") is not None
+    """On Apple silicon, or in an environment that has MLX and no torch (the `mlx` stack elsewhere)."""
+    if importlib.util.find_spec("mlx") is None:
+        return False
+    return (sys.platform == "darwin" and platform.machine() == "arm64") or importlib.util.find_spec("torch") is None

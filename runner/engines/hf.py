@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,11 +15,13 @@ from trl import SFTConfig, SFTTrainer
 
 from runner import data
 from runner.checkpoint import Policy
-from runner.config import BUILTIN_PREFIX, RunConfig
+from runner.config import RunConfig
 from runner.engines import Result, TrainContext
 from runner.engines.hf_callbacks import MetricsCallback, ProgressCallback, TokenCounter
 from runner.engines.hf_checkpoint import Checkpointer, SaveTrigger
 from runner.engines.hf_compat import dtype_argument, sft_config, tokenizer_argument
+from runner.engines.model_files import load_tokenizer, resolve_model
+from runner.engines.schedule import eval_interval, total_steps, warmup_steps
 from runner.errors import EngineError
 from runner.metrics import MetricsLog
 
@@ -82,9 +83,7 @@ def train(config: RunConfig, context: TrainContext) -> Result:
             "truncated_rows": train_set.truncated,
             "dropped_rows": train_set.dropped,
             "resumed_from_step": resume.step if resume else None,
-            "checkpoints_saved": checkpointer.saved,
-            "checkpoint_time_s": round(checkpointer.seconds, 3),
-            "checkpoint_share": round(checkpointer.seconds / wall, 4) if wall else None,
+            **checkpointer.details(wall),
         },
     )
 
@@ -94,14 +93,6 @@ def check(config: RunConfig) -> None:
     resolve_precision(config.train.precision)
     if config.quantization == "4bit":
         _require_bitsandbytes()
-
-
-def resolve_model(name_or_path: str) -> str:
-    if name_or_path.startswith(BUILTIN_PREFIX):
-        from runner.demo.tiny_model import ensure_built
-
-        return str(ensure_built(name_or_path[len(BUILTIN_PREFIX) :]))
-    return name_or_path
 
 
 def resolve_precision(requested: str) -> str:
@@ -114,15 +105,6 @@ def resolve_precision(requested: str) -> str:
             "use --set train.precision=fp32 (or auto) for CPU runs"
         )
     return requested
-
-
-def load_tokenizer(model_path: str, config: RunConfig) -> Any:
-    tokenizer = transformers.AutoTokenizer.from_pretrained(
-        model_path, revision=config.model.revision, trust_remote_code=config.model.trust_remote_code
-    )
-    if tokenizer.pad_token is None:  # common for Llama-family tokenizers; padding is masked anyway
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
 
 
 def load_model(model_path: str, config: RunConfig, precision: str) -> Any:
@@ -168,20 +150,11 @@ def lora_config(config: RunConfig) -> LoraConfig:
     )
 
 
-def total_steps(config: RunConfig, train_rows: int) -> int:
-    """Optimizer steps of the whole run, fixed up front so every trainer release agrees on it."""
-    if config.train.max_steps is not None:
-        return config.train.max_steps
-    batches = math.ceil(train_rows / config.train.per_device_batch_size)
-    per_epoch = max(batches // config.train.gradient_accumulation, 1)
-    return max(math.ceil(config.train.epochs * per_epoch), 1)
-
-
 def training_arguments(
     config: RunConfig, run_dir: Path, precision: str, steps: int, *, has_eval: bool, resuming: bool, layer_classes: Sequence[str] = ()
 ) -> Any:
     t = config.train
-    eval_steps = max(1, round(steps * t.eval_every_percent / 100))
+    eval_steps = eval_interval(config, steps)
     return sft_config(
         SFTConfig,
         max_seq_len=t.max_seq_len,
@@ -192,7 +165,7 @@ def training_arguments(
         gradient_accumulation_steps=t.gradient_accumulation,
         learning_rate=t.learning_rate,
         lr_scheduler_type=t.scheduler,
-        warmup_steps=math.ceil(t.warmup_ratio * steps),
+        warmup_steps=warmup_steps(config, steps),
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
         seed=t.seed,

@@ -8,13 +8,12 @@ the completion marker, retention and the storage hook around them.
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Any
 
 from transformers import TrainerCallback
 
-from runner.checkpoint import CheckpointStore, Policy, StorageHook, call_storage_hook, save_failed
+from runner.checkpoint import Policy, Saver, save_failed
 from runner.distributed import any_rank
 from runner.signals import StopFlag
 
@@ -39,19 +38,8 @@ class SaveTrigger(TrainerCallback):
         return control
 
 
-class Checkpointer:
+class Checkpointer(Saver):
     """Writes one checkpoint through the store; called by the trainer on every rank."""
-
-    def __init__(
-        self, store: CheckpointStore, policy: Policy, *, keep_last: int, meta: dict[str, Any], after_checkpoint: StorageHook | None
-    ) -> None:
-        self.store = store
-        self.policy = policy
-        self.keep_last = keep_last
-        self.meta = meta
-        self.after_checkpoint = after_checkpoint
-        self.saved = 0
-        self.seconds = 0.0  # time spent saving, for the run's checkpoint overhead
 
     def save(self, trainer: Any) -> None:
         started = time.perf_counter()
@@ -82,11 +70,4 @@ class Checkpointer:
             if main:
                 self.store.abandon(step)
             raise save_failed(step, exc, self.store) from exc
-        self.policy.saved()
-        self.saved += 1
-        if checkpoint is None:
-            return
-        self.store.retain(self.keep_last)
-        print(f"\nlockstep: checkpoint saved: {checkpoint.path}", file=sys.stderr, flush=True)
-        if self.after_checkpoint is not None:
-            call_storage_hook(self.after_checkpoint, checkpoint.path)
+        self.saved_one(checkpoint)

@@ -93,6 +93,7 @@ def test_code_change_rebuilds_only_the_code_layers(built, container_env, tmp_pat
     assert rebuilt["layers"][-1] != built["layers"][-1]  # runner/ is the last layer
 
 
+@pytest.mark.extended  # two from-scratch builds of the dependency layer: ~3.5 minutes, and it changes only with the Dockerfile
 def test_dependency_layer_is_reproducible(built, container_env, tmp_path):
     """Two builds of the dependency layer from scratch (same lock, base and commit time) are the same bytes."""
     tool = containers.find("build")
