@@ -57,7 +57,7 @@ def run_local(config: config_module.RunConfig, args: argparse.Namespace) -> int:
         python = stack_venv.ensure(stacks.get(stack))
         job_args = entry_arguments(str(args.config), backend="local", overrides=args.overrides, fresh=args.fresh, strict_env=args.strict_env)
         print(f"lockstep: training in the environment of stack {stack} ({python.parent.parent})", file=sys.stderr, flush=True)
-        return foreground.run([str(python), "-m", "runner.job", *job_args])
+        return foreground.run([str(python), "-m", "runner.job", *job_args], env=stack_venv.job_environment())
     processes = config.resources.processes_per_node
     if processes == 1 or "WORLD_SIZE" in os.environ:  # one process, or already one of torchrun's workers
         return run(config, args, "local")

@@ -9,6 +9,7 @@ stack is a venv, never an image.
 from __future__ import annotations
 
 import fcntl
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -49,3 +50,11 @@ def ensure(stack: stacks.Stack) -> Path:
             shutil.rmtree(venv, ignore_errors=True)  # what an interrupted creation left
             install.install(stack, venv)
     return venv / "bin" / "python"
+
+
+def job_environment() -> dict[str, str]:
+    """This process's environment, with this copy of lockstep first on the path: the cached environment
+    is shared by every checkout on the machine, and its own install of lockstep may be another one's."""
+    code = str(Path(__file__).resolve().parent.parent)
+    rest = os.environ.get("PYTHONPATH")
+    return dict(os.environ, PYTHONPATH=code + (os.pathsep + rest if rest else ""))

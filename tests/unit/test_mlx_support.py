@@ -169,6 +169,14 @@ def test_target_is_the_configs_stack_unless_it_is_this_one(monkeypatch):
     assert stack_venv.target(cfg.load(DEMO_CONFIG, ["stack=cu121-torch251-pypi"])) is None
 
 
+def test_the_job_in_another_stacks_environment_imports_this_copy_of_lockstep(monkeypatch):
+    """The cached environment is shared by every checkout; its own editable lockstep may point at another one."""
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    assert stack_venv.job_environment()["PYTHONPATH"].split(":") == [str(REPO_ROOT), "/elsewhere"]
+    monkeypatch.delenv("PYTHONPATH")
+    assert stack_venv.job_environment()["PYTHONPATH"] == str(REPO_ROOT)
+
+
 def test_location_follows_the_lock(tmp_path, monkeypatch):
     monkeypatch.setenv("LOCKSTEP_CACHE", str(tmp_path / "cache"))
     lockfiles = tmp_path / "lockfiles"
