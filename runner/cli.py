@@ -49,6 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "logs":
             command.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
 
+    validate = commands.add_parser("validate-data", help="check JSONL training data (every bad line as file:line) without a run")
+    validate.add_argument("files", nargs="+", metavar="FILE", help="JSONL files; the first is the training data, the others are "
+                          "checked for rows it shares with them (e.g. the validation data)")
+    validate.add_argument("--format", choices=["auto", "text", "prompt_completion", "messages"], default=None,
+                          help="the rows' format (default: the config's data.format, else told by the first row)")
+    validate.add_argument("--config", help="a run config: its data.format, and token lengths counted with its tokenizer against its max_seq_len")
+    validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+
     check = commands.add_parser("check-config", help="validate a config and print it resolved, without training")
     check.add_argument("config")
     check.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
@@ -76,6 +84,11 @@ def _run(args: argparse.Namespace) -> int:
         if args.command == "logs":
             return submit.logs(args.run_dir, args.follow)
         return getattr(submit, args.command)(args.run_dir)
+    if args.command == "validate-data":
+        from runner import validate_data
+
+        config = config_module.load(args.config, args.overrides) if args.config else None
+        return validate_data.main(args.files, args.format or (config.data.format if config else "auto"), config)
     config = config_module.load(args.config, args.overrides)  # every config problem, before anything else
     if args.command == "check-config":
         import yaml

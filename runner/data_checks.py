@@ -36,10 +36,10 @@ class Split:
 
 def read_splits(config: RunConfig) -> list[Split]:
     refs = {"train": config.data.train} | ({"valid": config.data.valid} if config.data.valid else {})
-    return [_read(name, ref, config.data.format) for name, ref in refs.items()]
+    return [read_split(name, ref, config.data.format) for name, ref in refs.items()]
 
 
-def _read(name: str, ref: str, declared: str) -> Split:
+def read_split(name: str, ref: str, declared: str) -> Split:
     try:
         rows, problems = data.scan_jsonl(ref)
     except (OSError, UnicodeDecodeError) as exc:
@@ -48,7 +48,13 @@ def _read(name: str, ref: str, declared: str) -> Split:
     if rows:
         fmt, format_problems = data.format_problems(rows, declared, ref)
         problems += format_problems + (_wrong_types(rows, fmt, ref) if fmt else [])
-    return Split(name=name, ref=ref, rows=rows, fmt=fmt, problems=problems)
+    return Split(name=name, ref=ref, rows=rows, fmt=fmt, problems=sorted(problems, key=_line_number))
+
+
+def _line_number(problem: str) -> int:
+    """The N of a `path:N: what` problem (paths may hold colons too)."""
+    number = problem.split(": ", 1)[0].rsplit(":", 1)[-1]
+    return int(number) if number.isdigit() else 0
 
 
 def _wrong_types(rows: list[dict[str, Any]], fmt: str, ref: str) -> list[str]:
@@ -77,10 +83,15 @@ def check_splits(splits: list[Split]) -> list[Check]:
             checks.append(Check(name=name, status="ok", summary=f"{split.path}: {len(split.rows)} rows, format {split.fmt}"))
     usable = [split for split in splits if not split.problems]
     for split in usable:
-        checks += _empty_rows(split) + _duplicates(split)
+        checks += file_warnings(split)
     if len(usable) == 2:
-        checks += _overlap(*usable)
+        checks += overlap(*usable)
     return checks
+
+
+def file_warnings(split: Split) -> list[Check]:
+    """Empty and duplicate rows of one readable file."""
+    return _empty_rows(split) + _duplicates(split)
 
 
 def _empty_rows(split: Split) -> list[Check]:
@@ -108,7 +119,7 @@ def _duplicates(split: Split) -> list[Check]:
                   fix="remove the repeats unless they are meant to weigh more")]
 
 
-def _overlap(train: Split, valid: Split) -> list[Check]:
+def overlap(train: Split, valid: Split) -> list[Check]:
     train_keys = {_row_key(row) for row in train.rows}
     shared = [row["_line"] for row in valid.rows if _row_key(row) in train_keys]
     if not shared:
