@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "logs":
             command.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
 
+    generate = commands.add_parser("generate", help="answer prompts with a finished run's model and adapter")
+    from runner import generate as generate_module
+
+    generate_module.add_arguments(generate)
+
     validate = commands.add_parser("validate-data", help="check JSONL training data (every bad line as file:line) without a run")
     validate.add_argument("files", nargs="+", metavar="FILE", help="JSONL files; the first is the training data, the others are "
                           "checked for rows it shares with them (e.g. the validation data)")
@@ -84,6 +89,10 @@ def _run(args: argparse.Namespace) -> int:
         if args.command == "logs":
             return submit.logs(args.run_dir, args.follow)
         return getattr(submit, args.command)(args.run_dir)
+    if args.command == "generate":
+        from runner import generate
+
+        return generate.generate(args)
     if args.command == "validate-data":
         from runner import validate_data
 

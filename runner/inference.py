@@ -24,13 +24,14 @@ def load(run_dir: Path) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def generate(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int = 32) -> str:
-    """Greedy continuation of `prompt`, without the prompt itself."""
+def generate(model: Any, tokenizer: Any, prompt: str | list[int], max_new_tokens: int = 32) -> str:
+    """Greedy continuation of `prompt` (text, or the token ids of runner.prompts), without the prompt itself."""
     import torch
 
-    encoded = tokenizer(prompt, return_tensors="pt")
-    # Only these two: some tokenizers add token_type_ids, which causal LMs reject in generate().
-    inputs = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+    if isinstance(prompt, str):
+        prompt = tokenizer(prompt)["input_ids"]
+    # Only ids and mask: some tokenizers add token_type_ids, which causal LMs reject in generate().
+    inputs = {"input_ids": torch.tensor([prompt]), "attention_mask": torch.ones(1, len(prompt), dtype=torch.long)}
     with torch.no_grad():
         output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-    return tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    return tokenizer.decode(output[0, len(prompt) :], skip_special_tokens=True)

@@ -45,6 +45,26 @@ def test_adapter_loads_and_generates(demo_run):
     assert out.stdout.strip().startswith("The capital of France is")
 
 
+def test_lockstep_generate_answers_prompts_in_the_runs_format(demo_run, tmp_path):
+    run_dir, _ = demo_run
+    prompt = "### Instruction:\nWhat is the capital of France?\n### Response:\n"
+    result = run_lockstep("generate", str(run_dir), "--prompt", prompt)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "The capital of France is Paris."
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"### Instruction:\nWhat is the capital of {c}?\n### Response:\n"}) + "\n"
+                               for c in ("Chile", "Norway")))
+    result = run_lockstep("generate", str(run_dir), "--file", str(prompts))
+    assert result.returncode == 0, result.stderr[-3000:]
+    answers = [json.loads(line)["completion"] for line in result.stdout.splitlines()]
+    assert answers == ["The capital of Chile is Santiago.", "The capital of Norway is Oslo."]
+
+
+def test_lockstep_generate_refuses_an_unfinished_run(tmp_path):
+    result = run_lockstep("generate", str(tmp_path), "--prompt", "hello")
+    assert result.returncode == 5 and "holds no finished run" in result.stderr
+
+
 def test_rerun_of_finished_run_is_a_no_op_and_fresh_moves_it_aside(tmp_path):
     run_dir = tmp_path / "short"
     args = ("train", str(DEMO_CONFIG), "--set", f"output_dir={run_dir}", "--set", "train.max_steps=3")

@@ -126,6 +126,14 @@ def test_the_adapter_loads_with_mlx_lm_and_generates_what_it_learned(mlx_run, ml
     assert "Paris" not in plain  # the random base model knows nothing
 
 
+def test_lockstep_generate_on_an_mlx_run_from_this_environment(mlx_run):
+    """This environment has no MLX: `lockstep generate` answers in the mlx stack's environment."""
+    run_dir, _ = mlx_run
+    result = run_lockstep("generate", str(run_dir), "--prompt", PROMPT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "The capital of France is Paris."
+
+
 def test_the_peft_export_gives_the_same_logits_in_transformers(mlx_run, mlx_python, tmp_path):
     torch = pytest.importorskip("torch")
     from peft import PeftModel

@@ -108,3 +108,20 @@ def test_nothing_left_to_learn_is_an_error(tmp_path, demo_tokenizer):
     path = jsonl(tmp_path, [{"prompt": "word " * 200, "completion": "x"}])
     with pytest.raises(DataError, match="raise train.max_seq_len"):
         data.tokenize(data.read_jsonl(path), "prompt_completion", demo_tokenizer, 16, path)
+
+
+@pytest.mark.parametrize("fmt", ["prompt_completion", "messages", "text"])
+def test_a_prompt_is_tokenized_as_training_saw_the_start_of_a_row(tmp_path, demo_tokenizer, fmt):
+    from runner.prompts import prompt_ids
+
+    question, answer = "### Instruction:\nWhat is the capital of Peru?\n### Response:\n", "The capital of Peru is Lima."
+    row = {"prompt_completion": {"prompt": question, "completion": answer}, "text": {"text": question + answer},
+           "messages": {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]}}[fmt]
+    path = tmp_path / "one.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    ids = prompt_ids(demo_tokenizer, fmt, question)
+    tokenized = data.tokenize(data.read_jsonl(str(path)), fmt, demo_tokenizer, 96, str(path))
+    assert tokenized.input_ids[0][: len(ids)] == ids and len(ids) < len(tokenized.input_ids[0])
+    if fmt != "text":  # the prompt is exactly the part training took no loss on
+        assert all(label == data.IGNORE_INDEX for label in tokenized.labels[0][: len(ids)])
+        assert tokenized.labels[0][len(ids)] != data.IGNORE_INDEX
