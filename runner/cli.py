@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     generate_module.add_arguments(generate)
 
+    merge = commands.add_parser("merge", help="merge a finished run's adapter into its base model (RUN/merged_model)")
+    merge.add_argument("run_dir", metavar="RUN", type=Path, help="a finished run directory")
+
     validate = commands.add_parser("validate-data", help="check JSONL training data (every bad line as file:line) without a run")
     validate.add_argument("files", nargs="+", metavar="FILE", help="JSONL files; the first is the training data, the others are "
                           "checked for rows it shares with them (e.g. the validation data)")
@@ -93,6 +96,10 @@ def _run(args: argparse.Namespace) -> int:
         from runner import generate
 
         return generate.generate(args)
+    if args.command == "merge":
+        from runner import merge
+
+        return merge.main(args.run_dir)
     if args.command == "validate-data":
         from runner import validate_data
 

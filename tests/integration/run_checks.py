@@ -106,3 +106,30 @@ def wait_until(condition: Callable[[], object], process: subprocess.Popen, what:
             process.kill()
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(pause)
+
+
+def assert_merge_keeps_the_outputs(run_dir: Path, adapter: Path) -> torch.Tensor:
+    """`lockstep merge RUN` writes RUN/merged_model, whose logits equal base + adapter's (float32 rounding apart);
+    returns those logits for a fixed token sequence."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from runner.demo.tiny_model import ensure_built
+    from tests.conftest import run_lockstep
+
+    result = run_lockstep("merge", str(run_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    tokens = torch.tensor([[5, 17, 42, 99, 250, 7, 311, 64, 128, 3]])
+    with torch.no_grad():
+        merged = AutoModelForCausalLM.from_pretrained(run_dir / "merged_model")(tokens).logits
+        base = AutoModelForCausalLM.from_pretrained(ensure_built())
+        plain = base(tokens).logits
+        tuned = PeftModel.from_pretrained(base, adapter)(tokens).logits
+    assert not any(name.endswith((".lora_A.weight", ".lora_B.weight")) for name in merged_names(run_dir))
+    assert (tuned - plain).abs().max() > 1.0  # the adapter matters...
+    assert (merged - tuned).abs().max() < 1e-4  # ...and the merged weights carry it
+    return merged
+
+
+def merged_names(run_dir: Path) -> list[str]:
+    return list(load_file(str(run_dir / "merged_model" / "model.safetensors")))

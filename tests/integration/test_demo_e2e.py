@@ -12,7 +12,7 @@ import pytest
 
 from runner.errors import PreflightError
 from tests.conftest import DEMO_CONFIG, REPO_ROOT, nothing_but_preflight, run_lockstep
-from tests.integration.run_checks import GENERATE_SCRIPT, assert_complete_run
+from tests.integration.run_checks import GENERATE_SCRIPT, assert_complete_run, assert_merge_keeps_the_outputs
 
 pytestmark = pytest.mark.slow
 
@@ -60,9 +60,16 @@ def test_lockstep_generate_answers_prompts_in_the_runs_format(demo_run, tmp_path
     assert answers == ["The capital of Chile is Santiago.", "The capital of Norway is Oslo."]
 
 
-def test_lockstep_generate_refuses_an_unfinished_run(tmp_path):
-    result = run_lockstep("generate", str(tmp_path), "--prompt", "hello")
-    assert result.returncode == 5 and "holds no finished run" in result.stderr
+def test_lockstep_merge_writes_a_model_with_the_adapters_outputs(demo_run):
+    run_dir, _ = demo_run
+    assert_merge_keeps_the_outputs(run_dir, run_dir / "adapter")
+
+
+def test_generate_and_merge_refuse_an_unfinished_run(tmp_path):
+    for args in (("generate", str(tmp_path), "--prompt", "hello"), ("merge", str(tmp_path))):
+        result = run_lockstep(*args)
+        assert result.returncode == 5 and "holds no finished run" in result.stderr, args
+    assert list(tmp_path.iterdir()) == []  # nothing written
 
 
 def test_rerun_of_finished_run_is_a_no_op_and_fresh_moves_it_aside(tmp_path):

@@ -17,7 +17,7 @@ import pytest
 from runner import checkpoint, stack_venv, stacks
 from runner.errors import PreflightError
 from tests.conftest import REPO_ROOT, nothing_but_preflight, run_lockstep, start_lockstep
-from tests.integration.run_checks import PNG_SIGNATURE, logged_step, wait_until
+from tests.integration.run_checks import PNG_SIGNATURE, assert_merge_keeps_the_outputs, logged_step, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -134,7 +134,7 @@ def test_lockstep_generate_on_an_mlx_run_from_this_environment(mlx_run):
     assert result.stdout.strip() == "The capital of France is Paris."
 
 
-def test_the_peft_export_gives_the_same_logits_in_transformers(mlx_run, mlx_python, tmp_path):
+def test_the_peft_export_and_the_merged_model_give_mlxs_logits_in_transformers(mlx_run, mlx_python, tmp_path):
     torch = pytest.importorskip("torch")
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -160,6 +160,8 @@ def test_the_peft_export_gives_the_same_logits_in_transformers(mlx_run, mlx_pyth
         tuned = PeftModel.from_pretrained(base, run_dir / "adapter_peft")(torch.tensor(tokens)).logits.numpy()
     assert np.abs(expected - plain).max() > 1.0  # the adapter matters...
     assert np.abs(expected - tuned).max() < 1e-3  # ...and transformers + peft apply it as MLX does
+    merged = assert_merge_keeps_the_outputs(run_dir, run_dir / "adapter_peft").numpy()  # lockstep merge uses the export
+    assert np.abs(expected - merged).max() < 1e-3
 
 
 def test_qlora_with_gradient_checkpointing_and_chosen_target_modules(mlx_python, tmp_path):

@@ -1,0 +1,65 @@
+"""`lockstep merge RUN`: the base model with the run's adapter merged into its weights, saved in
+`RUN/merged_model/` (beside `adapter/`) in Hugging Face format, loadable with `from_pretrained`
+and servable without peft. An `mlx` run is merged from its PEFT export (`adapter_peft/`)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from runner.errors import OutputDirError
+
+MERGED_DIR = "merged_model"
+
+
+def merge(run_dir: Path) -> Path:
+    """Write RUN/merged_model atomically (staged beside it, then renamed over any earlier one); return it."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from runner import config as config_module
+    from runner.engines.hf_compat import dtype_argument
+    from runner.engines.model_files import load_tokenizer, resolve_model
+
+    adapter = _adapter(run_dir)
+    config = config_module.load(str(run_dir / "config.yaml"), [])
+    base = resolve_model(config.model.name_or_path)
+    model = AutoModelForCausalLM.from_pretrained(base, revision=config.model.revision, trust_remote_code=config.model.trust_remote_code,
+                                                 **dtype_argument("auto"))  # the base's own precision, as it was published
+    merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    target = run_dir / MERGED_DIR
+    staging = run_dir / f".{MERGED_DIR}.staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    merged.save_pretrained(staging)
+    load_tokenizer(base, config).save_pretrained(staging)
+    if target.exists():
+        old = run_dir / f".{MERGED_DIR}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+        staging.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(target)
+    return target
+
+
+def _adapter(run_dir: Path) -> Path:
+    summary = run_dir / "summary.json"
+    if not summary.is_file():
+        raise OutputDirError(f"{run_dir} holds no finished run (no summary.json): the adapter is written when training ends; "
+                             f"finish it with `lockstep train {run_dir / 'config.yaml'}`")
+    details = json.loads(summary.read_text())
+    if details["engine"] != "mlx":
+        return run_dir / "adapter"
+    if not details.get("peft_export"):
+        raise OutputDirError(f"{run_dir} is an mlx run without a PEFT export ({details.get('peft_export_skipped')}); "
+                             "merge it with mlx-lm instead: mlx_lm.fuse --model BASE --adapter-path RUN/adapter")
+    return run_dir / details["peft_export"]
+
+
+def main(run_dir: Path) -> int:
+    target = merge(run_dir)
+    print(f"merged model: {target} (load it with AutoModelForCausalLM.from_pretrained)", file=sys.stderr)
+    return 0
