@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import CheckpointError
+from runner.files import swap_in
 from runner.hashing import file_sha256
 
 MARKER = "COMPLETE.json"
@@ -68,16 +69,9 @@ class CheckpointStore:
         _write_synced(staging / MARKER, json.dumps(marker, indent=2, sort_keys=True))
         _fsync_dir(staging)
         final = self.root / f"step-{step:08d}"
-        if final.exists():
-            # Only an invalid checkpoint of this step can be here (a resume from an older one
-            # reached this step again), so a crash between the two renames loses nothing valid.
-            trash = self.root / f"{TRASH_PREFIX}{final.name}"
-            shutil.rmtree(trash, ignore_errors=True)
-            final.rename(trash)
-            staging.rename(final)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            staging.rename(final)
+        # Only an invalid checkpoint of this step can be there already (a resume from an older one
+        # reached this step again), so a crash between the two renames loses nothing valid.
+        swap_in(staging, final, self.root / f"{TRASH_PREFIX}{final.name}")
         _fsync_dir(self.root)
         return Checkpoint(step, final)
 

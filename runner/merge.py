@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from runner.errors import OutputDirError
+from runner.files import swap_in
 
 MERGED_DIR = "merged_model"
 
@@ -34,14 +35,7 @@ def merge(run_dir: Path) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     merged.save_pretrained(staging)
     load_tokenizer(base, config).save_pretrained(staging)
-    if target.exists():
-        old = run_dir / f".{MERGED_DIR}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        target.rename(old)
-        staging.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        staging.rename(target)
+    swap_in(staging, target, run_dir / f".{MERGED_DIR}.old")
     return target
 
 
