@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from runner.errors import DataError, OutputDirError, run_command
+from runner.errors import DataError, run_command
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,13 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def generate(args: argparse.Namespace) -> int:
+    from runner import report
+
     run_dir: Path = args.run_dir
-    summary = run_dir / "summary.json"
-    if not summary.is_file():
-        raise OutputDirError(f"{run_dir} holds no finished run (no summary.json): its adapter is written when training ends; "
-                             f"finish it with `lockstep train {run_dir / 'config.yaml'}`")
+    engine = report.require_finished(run_dir)["engine"]
     prompts = args.prompt or read_prompts(args.file)
-    engine = json.loads(summary.read_text())["engine"]
     if engine == "mlx" and importlib.util.find_spec("mlx") is None:
         return _in_mlx_environment(args)
     from runner import config as config_module

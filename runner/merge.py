@@ -4,7 +4,6 @@ and servable without peft. An `mlx` run is merged from its PEFT export (`adapter
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -40,11 +39,9 @@ def merge(run_dir: Path) -> Path:
 
 
 def _adapter(run_dir: Path) -> Path:
-    summary = run_dir / "summary.json"
-    if not summary.is_file():
-        raise OutputDirError(f"{run_dir} holds no finished run (no summary.json): the adapter is written when training ends; "
-                             f"finish it with `lockstep train {run_dir / 'config.yaml'}`")
-    details = json.loads(summary.read_text())
+    from runner import report
+
+    details = report.require_finished(run_dir)
     if details["engine"] != "mlx":
         return run_dir / "adapter"
     if not details.get("peft_export"):

@@ -36,6 +36,17 @@ def load_summary(run_dir: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def require_finished(run_dir: Path) -> dict[str, Any]:
+    """The summary of a finished run; OutputDirError if `run_dir` holds none (its adapter would be missing)."""
+    from runner.errors import OutputDirError
+
+    summary = load_summary(run_dir)
+    if summary is None:
+        raise OutputDirError(f"{run_dir} holds no finished run (no {SUMMARY_FILE}): the adapter is written when training ends; "
+                             f"finish it with `lockstep train {run_dir / 'config.yaml'}`")
+    return summary
+
+
 def write_csv(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     with (run_dir / "metrics.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=metrics.COLUMNS)

@@ -14,6 +14,7 @@ from mlx.utils import tree_flatten
 
 from runner.config import RunConfig
 from runner.engines.model_files import load_tokenizer, resolve_model
+from runner.errors import EngineError
 
 ADAPTER_WEIGHTS = "adapters.safetensors"  # the names mlx-lm's load(adapter_path=...) reads
 ADAPTER_CONFIG = "adapter_config.json"
@@ -49,8 +50,12 @@ def load(config: RunConfig, precision: str) -> tuple[Any, Any, Path]:
 
 def lora_settings(config: RunConfig, model: Any) -> dict[str, Any]:
     """mlx-lm's LoRA parameters for the config: its `scale` is PEFT's alpha / r."""
-    return {"rank": config.lora.r, "scale": config.lora.alpha / config.lora.r, "dropout": config.lora.dropout,
-            "keys": target_keys(model, config.lora.target_modules)}
+    keys = target_keys(model, config.lora.target_modules)
+    if not keys:
+        names = sorted({name.rsplit(".", 1)[-1] for name in target_keys(model, ("all-linear",))})
+        raise EngineError(f"lora.target_modules {list(config.lora.target_modules)} names no linear layer of this model; "
+                          f"its layers have {', '.join(names)} (or use all-linear)")
+    return {"rank": config.lora.r, "scale": config.lora.alpha / config.lora.r, "dropout": config.lora.dropout, "keys": keys}
 
 
 def target_keys(model: Any, targets: tuple[str, ...]) -> list[str]:

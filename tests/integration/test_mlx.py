@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from runner import checkpoint, stack_venv, stacks
-from runner.errors import PreflightError
+from runner.errors import EngineError, PreflightError
 from tests.conftest import REPO_ROOT, nothing_but_preflight, run_lockstep, start_lockstep
 from tests.integration.run_checks import PNG_SIGNATURE, assert_merge_keeps_the_outputs, logged_step, wait_until
 
@@ -180,6 +180,13 @@ def test_qlora_with_gradient_checkpointing_and_chosen_target_modules(mlx_python,
     keys = json.loads((run_dir / "adapter" / "adapter_config.json").read_text())["lora_parameters"]["keys"]
     assert keys == ["self_attn.q_proj", "self_attn.v_proj"]
     assert json.loads((run_dir / "adapter_peft" / "adapter_config.json").read_text())["target_modules"] == ["q_proj", "v_proj"]
+
+
+def test_target_modules_the_model_does_not_have_are_named_with_the_ones_it_has(mlx_python, tmp_path):
+    result = subprocess.run([str(mlx_python), "-m", "runner.job", str(MLX_CONFIG), "--set=lora.target_modules=[c_attn]",
+                             f"--set=output_dir={tmp_path / 'run'}"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == EngineError.exit_code, result.stderr[-3000:]
+    assert "lora.target_modules ['c_attn'] names no linear layer of this model; its layers have down_proj, gate_proj" in result.stderr
 
 
 @pytest.mark.parametrize(
