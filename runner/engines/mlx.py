@@ -60,15 +60,16 @@ def train(config: RunConfig, context: TrainContext) -> Result:
     with tqdm(total=steps, initial=start, desc="train", unit="step", dynamic_ncols=True) as bar:
         if valid_set is not None and resume is None:
             run.log_eval(0, loop.evaluate(model, valid_set, config.train.per_device_batch_size, pad_id), batches.epoch(0), bar)
-        step = start
+        step, every_eval = start, eval_interval(config, steps)
         while step < steps and not context.stop.requested:
             loop.seed_step(config.train.seed, step)
             micro = [loop.make_batch(train_set, batches.rows(step * accumulation + i), pad_id) for i in range(accumulation)]
-            result = loop.train_step(model, optimizer, micro, learning_rate(config, steps, step), config.train.max_grad_norm)
+            lr = learning_rate(config, steps, step)
+            result = loop.train_step(model, optimizer, micro, lr, config.train.max_grad_norm)
             step += 1
             epoch = batches.epoch(step * accumulation)
-            run.log_train(step, result, learning_rate(config, steps, step - 1), epoch, bar)
-            if valid_set is not None and (step % eval_interval(config, steps) == 0 or step == steps):
+            run.log_train(step, result, lr, epoch, bar)
+            if valid_set is not None and (step % every_eval == 0 or step == steps):
                 run.log_eval(step, loop.evaluate(model, valid_set, config.train.per_device_batch_size, pad_id), epoch, bar)
             if context.stop.requested or policy.due(step):
                 checkpointer.save(step, model, optimizer, settings, {"epoch": epoch, "train_tokens": run.tokens}, str(model_dir))

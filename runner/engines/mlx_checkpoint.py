@@ -16,7 +16,7 @@ import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
 
 from runner.checkpoint import Checkpoint, Saver, save_failed
-from runner.engines.mlx_model import write_adapter
+from runner.engines.mlx_model import ADAPTER_WEIGHTS, write_adapter
 
 OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "trainer_state.json"
@@ -45,8 +45,6 @@ class Checkpointer(Saver):
 
 def restore(path: Path, model: Any, optimizer: Any) -> dict[str, Any]:
     """Load a checkpoint's adapter and optimizer state into `model` and `optimizer`; return its loop state."""
-    from runner.engines.mlx_model import ADAPTER_WEIGHTS
-
     model.load_weights(list(mx.load(str(path / ADAPTER_WEIGHTS)).items()), strict=False)
     optimizer.state = tree_unflatten(list(mx.load(str(path / OPTIMIZER_FILE)).items()))
     mx.eval(model.parameters(), optimizer.state)
