@@ -83,6 +83,17 @@ class CheckpointConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TrackingConfig:
+    """Experiment trackers that also receive the run's metrics (metrics.jsonl is always written)."""
+
+    tensorboard: bool = False  # event files in RUN/tensorboard; written by lockstep itself, no package needed
+    wandb: bool = False  # Weights & Biases: needs the wandb package in the run's stack, and WANDB_API_KEY or WANDB_MODE=offline
+    mlflow: bool = False  # MLflow: needs mlflow (or mlflow-skinny); MLFLOW_TRACKING_URI says where (default ./mlruns)
+    project: str = "lockstep"  # the W&B project and the MLflow experiment
+    run_name: str | None = None  # default: the run directory's name
+
+
+@dataclass(frozen=True, kw_only=True)
 class RunConfig:
     model: ModelConfig
     data: DataConfig
@@ -97,6 +108,7 @@ class RunConfig:
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
     modal: ModalConfig = field(default_factory=ModalConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
@@ -139,7 +151,7 @@ RESUME_SAFE_KEYS = frozenset(
 
 def resume_safe(key: str) -> bool:
     """Whether a run may continue after `key` (a dotted name) changed."""
-    return key in RESUME_SAFE_KEYS or config_placement.resume_safe(key)
+    return key in RESUME_SAFE_KEYS or key.startswith("tracking.") or config_placement.resume_safe(key)
 
 
 def load(path: str | Path, overrides: typing.Sequence[str] = ()) -> RunConfig:

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from runner import distributed, drift, engines, environment, manifest, metrics, report
+from runner import distributed, drift, engines, environment, manifest, metrics, report, tracking
 from runner.checkpoint import Checkpoint, CheckpointStore, StorageHook
 from runner.config import RunConfig, changed_keys, resume_safe
 from runner.errors import OutputDirError, ResumeRefused, StoppedForRequeue
@@ -44,6 +44,7 @@ def main(
     other ranks wait for it, then train from the same checkpoint.
     """
     engines.check(config)  # environment problems surface before anything is written
+    tracking.check(config)
     env = environment.describe()
     if strict_env:
         environment.require_exact(env)
@@ -63,12 +64,14 @@ def main(
         return finished
 
     meta: dict[str, Any] = {}
+    trackers = None
     if main_rank:
         run_dir.mkdir(parents=True, exist_ok=True)
         resume = _find_resume_point(store, run_dir)
         (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
         fingerprint = _record_attempt(config, backend, env, data_hashes, run_dir, resume)
         meta = {key: fingerprint[key] for key in ("config_sha256", "lock_sha256", "data_sha256", "attempt")}
+        trackers = tracking.start(config, run_dir, fingerprint, resume.step if resume else None)
     distributed.barrier(config.distributed.backend)
     if not main_rank:
         resume, _ = store.newest_valid()  # rank 0 has removed what was unusable
@@ -80,9 +83,16 @@ def main(
         stop=StopFlag(),
         checkpoint_meta=meta,
         after_checkpoint=after_checkpoint,
+        trackers=trackers,
     )
-    with stop_on(config.checkpoint.signals, context.stop):
-        result = engines.train(config, context)
+    trained = False
+    try:
+        with stop_on(config.checkpoint.signals, context.stop):
+            result = engines.train(config, context)
+        trained = not result.stopped
+    finally:
+        if trackers is not None:
+            trackers.close(finished=trained)
     if result.stopped:
         if main_rank:
             report.write_progress(run_dir)

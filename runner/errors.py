@@ -105,6 +105,12 @@ class PreflightError(LockstepError):
     exit_code = 12
 
 
+class TrackingError(LockstepError):
+    """An experiment tracker the config asks for (tracking.*) is not installed or cannot start; nothing was trained."""
+
+    exit_code = 13
+
+
 def report(exc: LockstepError) -> int:
     """Print `exc` the way every lockstep command does and return its exit code."""
     print(f"lockstep: {exc.label}: {exc}", file=sys.stderr)

@@ -6,26 +6,38 @@ import json
 import os
 import resource
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-COLUMNS = ("step", "epoch", "loss", "eval_loss", "lr", "grad_norm", "tokens_per_s", "memory_mb")
+if TYPE_CHECKING:
+    from runner.tracking import Trackers
+
+# `time` (Unix seconds, set when the row is written) lets a reader derive step rate and ETA from the file alone.
+COLUMNS = ("step", "epoch", "loss", "eval_loss", "lr", "grad_norm", "tokens_per_s", "memory_mb", "time")
 METRICS_FILE = "metrics.jsonl"
+PLAN_FILE = "plan.json"  # what the run will do, known once the data is read: {"total_steps": N}
 
 
 class MetricsLog:
     """Appends one JSON object per logging event; missing values are null."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, *, total_steps: int | None = None, trackers: Trackers | None = None) -> None:
         self.path = run_dir / METRICS_FILE
+        self.trackers = trackers
+        if total_steps is not None:
+            write_plan(run_dir, total_steps)
 
     def append(self, **values: Any) -> dict[str, Any]:
         unknown = set(values) - set(COLUMNS)
         if unknown:
             raise ValueError(f"unknown metric(s): {sorted(unknown)}")
         row = {column: values.get(column) for column in COLUMNS}
+        row["time"] = round(time.time(), 2)
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(row) + "\n")
+        if self.trackers is not None:
+            self.trackers.log(row)
         return row
 
 
@@ -41,6 +53,17 @@ def read(run_dir: Path) -> list[dict[str, Any]]:
         if line.strip():
             rows.append(json.loads(line))
     return rows
+
+
+def write_plan(run_dir: Path, total_steps: int) -> None:
+    temporary = run_dir / f".{PLAN_FILE}.{os.getpid()}.tmp"  # every rank writes the same plan: one temporary file each
+    temporary.write_text(json.dumps({"total_steps": total_steps}) + "\n")
+    os.replace(temporary, run_dir / PLAN_FILE)  # a reader never sees half a file
+
+
+def read_plan(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / PLAN_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def truncate_after(run_dir: Path, step: int) -> int:

@@ -15,17 +15,18 @@ DEMO_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
 LOCAL_BASE = "localhost/debian-base:bookworm"
 
 
-def run_lockstep(*args: str, python: str = sys.executable, cwd: Path = REPO_ROOT, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+def run_lockstep(*args: str, python: str = sys.executable, cwd: Path = REPO_ROOT, timeout: int = 600,
+                 extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [python, "-m", "runner", *args], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout
+        [python, "-m", "runner", *args], cwd=cwd, env=_env() | (extra_env or {}), capture_output=True, text=True, timeout=timeout
     )
 
 
-def start_lockstep(*args: str, stderr_to: Path, python: str = sys.executable) -> subprocess.Popen[bytes]:
+def start_lockstep(*args: str, stderr_to: Path, python: str = sys.executable, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """Start `lockstep` without waiting, its stderr going to a file (a pipe could fill and block it)."""
     with stderr_to.open("wb") as stderr:
         return subprocess.Popen(
-            [python, "-m", "runner", *args], cwd=REPO_ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=stderr
+            [python, "-m", "runner", *args], cwd=REPO_ROOT, env=_env() | (extra_env or {}), stdout=subprocess.DEVNULL, stderr=stderr
         )
 
 
@@ -102,6 +103,15 @@ def _skip(reason: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(reason)  # .ci/run installs the tools: in CI these tests must run, never silently skip
     pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def pinned_python() -> str:
+    """The Python of the environment with the library set pinned for Modal (no experiment trackers in it)."""
+    python = os.environ.get("LOCKSTEP_PINNED_PYTHON")
+    if python and os.path.exists(python):
+        return python
+    _skip("no pinned-generation environment: run `make test` (it builds .venv-pinned and sets LOCKSTEP_PINNED_PYTHON)")
 
 
 # The demo cut short for multi-process comparisons: deterministic, 24 steps, a checkpoint every 6.

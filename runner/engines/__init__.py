@@ -14,6 +14,7 @@ from runner.checkpoint import Checkpoint, CheckpointStore, StorageHook
 from runner.config import RunConfig
 from runner.errors import EngineError
 from runner.signals import StopFlag
+from runner.tracking import Trackers
 
 # Engines this release implements, by config name.
 ENGINES = {"hf": "runner.engines.hf", "mlx": "runner.engines.mlx"}
@@ -29,6 +30,7 @@ class TrainContext:
     stop: StopFlag
     checkpoint_meta: dict[str, Any]  # recorded in every checkpoint's marker (config and lock hashes)
     after_checkpoint: StorageHook | None = None
+    trackers: Trackers | None = None  # experiment trackers fed with every metrics row (rank 0 only)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -42,7 +42,7 @@ def train(config: RunConfig, context: TrainContext) -> Result:
     steps = total_steps(config, len(train_set.input_ids))
     policy = Policy(every_percent=config.checkpoint.every_percent, every_minutes=config.checkpoint.every_minutes, total_steps=steps)
     tokens = TokenCounter()
-    metrics = MetricsCallback(MetricsLog(context.run_dir), tokens)
+    metrics = MetricsCallback(MetricsLog(context.run_dir, total_steps=steps, trackers=context.trackers), tokens)
     resume = context.resume_from
     trainer = LockstepTrainer(
         model=model,

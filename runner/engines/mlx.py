@@ -53,7 +53,7 @@ def train(config: RunConfig, context: TrainContext) -> Result:
     start = restore(resume.path, model, optimizer)["step"] if resume else 0
     batches = loop.Batches(train_set, config.train.per_device_batch_size, config.train.seed)
     accumulation = config.train.gradient_accumulation
-    run = _Run(config, MetricsLog(context.run_dir), steps)
+    run = _Run(config, MetricsLog(context.run_dir, total_steps=steps, trackers=context.trackers), steps)
 
     model.train()
     started = time.perf_counter()

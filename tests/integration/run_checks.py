@@ -34,7 +34,7 @@ def assert_complete_run(run_dir: Path, *, min_eval_drop: float = 0.30, backend: 
     with (run_dir / "metrics.csv").open() as handle:
         csv_rows = list(csv.DictReader(handle))
     assert len(csv_rows) == len(rows) > 0
-    assert set(csv_rows[0]) == {"step", "epoch", "loss", "eval_loss", "lr", "grad_norm", "tokens_per_s", "memory_mb"}
+    assert set(csv_rows[0]) == {"step", "epoch", "loss", "eval_loss", "lr", "grad_norm", "tokens_per_s", "memory_mb", "time"}
     train_rows = [r for r in rows if r["loss"] is not None]
     assert train_rows and all(r["tokens_per_s"] > 0 and r["memory_mb"] > 0 and r["lr"] is not None for r in train_rows)
     evals = [r["eval_loss"] for r in rows if r["eval_loss"] is not None]

@@ -1,0 +1,41 @@
+"""TensorBoard event files as lockstep writes them, read back with TensorBoard's own loader; tracker config."""
+
+from __future__ import annotations
+
+import pytest
+
+from runner import config as config_module
+from runner import tensorboard_events
+from runner.errors import ConfigError
+from tests.conftest import DEMO_CONFIG
+
+
+def test_crc32c_matches_the_standard_check_value():
+    assert tensorboard_events.crc32c(b"123456789") == 0xE3069283
+
+
+def test_event_file_reads_back_with_tensorboards_loader(tmp_path):
+    from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
+
+    writer = tensorboard_events.EventWriter(tmp_path, start_step=7)
+    writer.scalars(7, {"train/loss": 2.5, "eval/loss": 3.25})
+    writer.scalars(2**40, {"train/lr": 1e-4})  # int64 steps beyond 32 bits
+    writer.close()
+    events = list(LegacyEventFileLoader(str(writer.path)).Load())  # the events as written, not migrated
+    assert events[0].file_version == "brain.Event:2"
+    assert events[1].step == 7 and events[1].session_log.status == events[1].session_log.START
+    values = {(event.step, value.tag): value.simple_value for event in events[2:] for value in event.summary.value}
+    assert values == {(7, "train/loss"): 2.5, (7, "eval/loss"): 3.25, (2**40, "train/lr"): pytest.approx(1e-4, rel=1e-6)}
+    assert all(event.wall_time > 1.7e9 for event in events)
+
+
+def test_tracking_is_off_by_default_and_may_change_when_a_run_resumes():
+    config = config_module.load(DEMO_CONFIG)
+    assert (config.tracking.tensorboard, config.tracking.wandb, config.tracking.mlflow) == (False, False, False)
+    assert config_module.resume_safe("tracking.wandb") and not config_module.resume_safe("train.learning_rate")
+
+
+def test_an_unknown_tracker_is_named_with_the_known_ones():
+    with pytest.raises(ConfigError) as caught:
+        config_module.load(DEMO_CONFIG, ["tracking.tensorbord=true"])
+    assert "tracking.tensorbord" in str(caught.value) and "tensorboard" in str(caught.value)
