@@ -57,6 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
     merge = commands.add_parser("merge", help="merge a finished run's adapter into its base model (RUN/merged_model)")
     merge.add_argument("run_dir", metavar="RUN", type=Path, help="a finished run directory")
 
+    monitor = commands.add_parser("monitor", help="a live view of a run as it trains: progress, ETA, losses, checkpoints, job state")
+    from runner import monitor as monitor_module
+
+    monitor_module.add_arguments(monitor)
+
+    report = commands.add_parser("report", help="an HTML report of a run (RUN/report.html), or of several runs compared")
+    from runner import html_report
+
+    html_report.add_arguments(report)
+
     validate = commands.add_parser("validate-data", help="check JSONL training data (every bad line as file:line) without a run")
     validate.add_argument("files", nargs="+", metavar="FILE", help="JSONL files; the first is the training data, the others are "
                           "checked for rows it shares with them (e.g. the validation data)")
@@ -100,6 +110,14 @@ def _run(args: argparse.Namespace) -> int:
         from runner import merge
 
         return merge.main(args.run_dir)
+    if args.command == "monitor":
+        from runner import monitor
+
+        return monitor.main(args)
+    if args.command == "report":
+        from runner import html_report
+
+        return html_report.main(args)
     if args.command == "validate-data":
         from runner import validate_data
 

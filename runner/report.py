@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from runner import metrics
 
 SUMMARY_FILE = "summary.json"
-PLOTS = ("loss", "lr", "memory")
+PLOTS_DIR = "plots"
+# Each plot: its curves as (metrics column, what the curve is), and the y axis label.
+PLOT_SERIES: dict[str, tuple[tuple[tuple[str, str], ...], str]] = {
+    "loss": ((("loss", "train loss"), ("eval_loss", "eval loss")), "loss"),
+    "lr": ((("lr", "learning rate"),), "learning rate"),
+    "throughput": ((("tokens_per_s", "tokens/s"),), "tokens/s"),
+    "memory": ((("memory_mb", "peak memory"),), "MiB"),
+}
+PLOTS = tuple(PLOT_SERIES)
 
 
 def write(run_dir: Path, extra: dict[str, Any]) -> dict[str, Any]:
@@ -18,7 +29,7 @@ def write(run_dir: Path, extra: dict[str, Any]) -> dict[str, Any]:
     rows = metrics.read(run_dir)
     write_csv(run_dir, rows)
     summary = summarize(rows) | extra
-    (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    replace_file(run_dir / SUMMARY_FILE, (json.dumps(summary, indent=2) + "\n").encode())  # its presence means finished: never half
     write_plots(run_dir, rows)
     return summary
 
@@ -70,34 +81,59 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def write_plots(run_dir: Path, rows: list[dict[str, Any]]) -> list[Path]:
+    """plots/<name>.png for every name in PLOTS; each replaced whole, since `lockstep report` may redraw them while training does."""
+    out = run_dir / PLOTS_DIR
+    out.mkdir(exist_ok=True)
+    written = []
+    for name in PLOTS:
+        path = out / f"{name}.png"
+        replace_file(path, render_plot(name, [(run_dir.resolve().name, rows)]))
+        written.append(path)
+    return written
+
+
+def render_plot(name: str, runs: Sequence[tuple[str, list[dict[str, Any]]]]) -> bytes:
+    """The PNG of plot `name` for (label, metrics rows) runs: one run's curves are named by what they are;
+    several runs get a colour each, their eval loss dashed."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display needed
     import matplotlib.pyplot as plt
 
-    out = run_dir / "plots"
-    out.mkdir(exist_ok=True)
-    written = []
-    for name, series, ylabel in (
-        ("loss", (("loss", "train loss"), ("eval_loss", "eval loss")), "loss"),
-        ("lr", (("lr", "learning rate"),), "learning rate"),
-        ("memory", (("memory_mb", "peak memory"),), "MiB"),
-    ):
-        fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-        for column, label in series:
-            points = [(r["step"], r[column]) for r in rows if r[column] is not None]
-            if points:
-                steps, values = zip(*points)
-                ax.plot(steps, values, marker="o" if column == "eval_loss" else None, markersize=3, label=label)
-        ax.set_xlabel("optimizer step")
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-        if len(series) > 1:
-            ax.legend()
-        ax.set_title(f"{run_dir.name}: {ylabel}")
-        fig.tight_layout()
-        path = out / f"{name}.png"
-        fig.savefig(path)
-        plt.close(fig)
-        written.append(path)
-    return written
+    series, ylabel = PLOT_SERIES[name]
+    single = len(runs) == 1
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    for index, (label, rows) in enumerate(runs):
+        for column, what in series:
+            points = [(r["step"], r[column]) for r in rows if r.get(column) is not None]
+            if not points:
+                continue
+            steps, values = zip(*points)
+            style: dict[str, Any] = {"marker": "o" if column == "eval_loss" else None, "markersize": 3}
+            if single:
+                style["label"] = what
+            else:
+                style |= {"color": f"C{index % 10}", "linestyle": "--" if column == "eval_loss" else "-",
+                          "label": f"{label}: {what}" if len(series) > 1 else label}
+            ax.plot(steps, values, **style)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if (len(series) > 1 or not single) and ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    ax.set_title(f"{runs[0][0]}: {ylabel}" if single else ylabel)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def replace_file(path: Path, data: bytes) -> None:
+    """Write `path` through a temporary file beside it: a reader sees the old file or the new one, never part of one."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: two writers never share one
+    try:
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)

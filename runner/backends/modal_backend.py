@@ -68,6 +68,8 @@ class Modal:
             call.get(timeout=0)
         except TimeoutError:
             return JobState(state="RUNNING", reason="or waiting for a GPU; `lockstep logs` shows which")
+        except (modal.exception.AuthError, modal.exception.ConnectionError) as exc:  # Modal was not asked: unknown, not failed
+            return JobState(state="UNKNOWN", reason=f"could not ask Modal: {type(exc).__name__}: {exc}")
         except Exception as exc:  # the call's own failure, as Modal reports it
             return JobState(state="FAILED", reason=f"{type(exc).__name__}: {exc}")
         return JobState(state="COMPLETED", reason="fetch the run: " + " ".join(handle.details.get("fetch_results", [])))

@@ -128,3 +128,67 @@ def test_an_environment_of_a_stack_without_a_lock_is_refused(tmp_path):
     )
     assert result.returncode == PreflightError.exit_code, result.stderr[-2000:]
     assert "✗ lock" in result.stderr and "run `nox -s lock -- cu121-torch251`" in result.stderr and nothing_but_preflight(run_dir)
+
+
+# Records each image's decoded width once the page has loaded; added to a copy only (the report itself runs no script).
+IMAGE_WIDTHS_PROBE = ('<script>addEventListener("load", () => { const out = document.createElement("pre"); out.id = "image-widths"; '
+                      "out.textContent = JSON.stringify([...document.images].map(i => i.naturalWidth)); document.body.append(out); });"
+                      "</script>")
+
+
+def test_lockstep_report_renders_in_a_headless_browser(demo_run, tmp_path):
+    import shutil
+
+    import numpy
+    from PIL import Image  # matplotlib depends on Pillow, so it is there wherever reports are drawn
+
+    from tests.conftest import _skip
+
+    run_dir, _ = demo_run
+    result = run_lockstep("report", str(run_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    page = run_dir / "report.html"
+    assert result.stdout.strip() == str(page)
+    browser = shutil.which("chromium-headless-shell")
+    if browser is None:
+        _skip("chromium-headless-shell is not installed (apt-get install chromium-headless-shell)")
+    flags = ("--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}")
+
+    # The copy drops the report's Content-Security-Policy, which would block the probe as it blocks any script.
+    probe = tmp_path / "probe.html"
+    probe.write_text(re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", page.read_text())
+                     .replace("</body>", IMAGE_WIDTHS_PROBE + "</body>"))
+    dom = subprocess.run([browser, *flags, "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert f"<h1>{run_dir.name}</h1>" in dom.stdout and f"<td>{summary['final_eval_loss']:.4f}</td>" in dom.stdout
+    widths = json.loads(re.search(r'<pre id="image-widths">(.*?)</pre>', dom.stdout).group(1))
+    assert len(widths) == 4 and all(width > 0 for width in widths), widths
+
+    shot = tmp_path / "report.png"
+    rendered = subprocess.run([browser, *flags, "--window-size=1280,2600", f"--screenshot={shot}", page.as_uri()],
+                              capture_output=True, text=True, timeout=120)
+    assert rendered.returncode == 0 and shot.is_file(), rendered.stderr[-3000:]
+    # Every demo curve but eval loss is drawn in matplotlib's first colour (C0, #1f77b4); scaled images blend it a little.
+    pixels = numpy.asarray(Image.open(shot).convert("RGB"), dtype=int)
+    line = (numpy.abs(pixels - (0x1F, 0x77, 0xB4)) <= 8).all(axis=2).sum()
+    assert line > 1000, f"only {line} pixels of the plot line colour: the plots did not paint"
+
+
+def test_lockstep_report_compares_runs(demo_run, tmp_path):
+    import shutil
+
+    run_dir, _ = demo_run
+    # The same name under another parent: the comparison must tell them apart.
+    copy = tmp_path / "copy" / run_dir.name
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("checkpoints", "adapter", "merged_model", ".trainer"))
+    result = run_lockstep("report", str(run_dir), str(copy), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    written = tmp_path / "report-compare.html"
+    assert result.stdout.strip() == "report-compare.html" and written.is_file()
+    document = written.read_text()
+    for label in (f"{run_dir.parent.name}/{run_dir.name}", f"copy/{run_dir.name}"):
+        assert f"<th>{label}</th>" in document, label
+    assert "The configs are the same." in document and "The environments are the same." in document
+    assert document.count('src="data:image/png;base64,') == 4

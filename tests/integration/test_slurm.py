@@ -6,6 +6,7 @@ notice (SIGUSR2, after which it requeues itself), resumes each time and ends exa
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -59,9 +60,23 @@ def log_of(run_dir: Path, job_id: str) -> str:
     return (handle.job_dir / f"slurm-{job_id}.out").read_text()
 
 
-def test_demo_job_matches_the_local_two_process_run(slurm_cluster, two_process_reference, tmp_path):
+def monitor_once(cluster, run_dir: Path, monkeypatch, capsys) -> str:
+    """One frame of `lockstep monitor RUN --once`, run in this process to catch the job quickly."""
+    from runner.cli import main
+
+    monkeypatch.setenv("SLURM_CONF", str(cluster.conf))
+    capsys.readouterr()
+    assert main(["monitor", str(run_dir), "--once"]) == 0
+    return capsys.readouterr().out
+
+
+def test_demo_job_matches_the_local_two_process_run(slurm_cluster, two_process_reference, tmp_path, monkeypatch, capsys):
     run_dir = tmp_path / "slurm run"
     job_id = submit(slurm_cluster, run_dir)
+    # While the job runs, the monitor reads the run directory on the shared filesystem and the job's state from Slurm.
+    wait_for(lambda: logged_step(run_dir) >= 1 or finished(slurm_cluster, job_id), "the first step")
+    frame = monitor_once(slurm_cluster, run_dir, monkeypatch, capsys)
+    assert f"slurm job {job_id}: RUNNING" in frame and re.search(r"^progress +step \d+/24 ", frame, re.MULTILINE), frame
     wait_for(lambda: finished(slurm_cluster, job_id), "the job to finish")
     state = job_state(slurm_cluster, job_id)
     assert state["JobState"] == "COMPLETED", log_of(run_dir, job_id)[-3000:]

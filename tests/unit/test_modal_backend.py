@@ -141,3 +141,14 @@ def test_the_function_body_trains_through_the_same_entry_point(tmp_path, monkeyp
     manifest = json.loads((tmp_path / "volume" / "run" / "manifest.json").read_text())
     assert manifest["backend"] == "modal" and manifest["scheduler"]["LOCKSTEP_SUBMISSION"] == run.submission_id
     assert VolumeStandIn.calls == ["reload", "commit", "commit", "commit"]  # two checkpoints, then the end
+
+
+def test_a_job_modal_cannot_be_asked_about_is_unknown_not_failed(tmp_path, monkeypatch):
+    from runner.backends.base import JobHandle
+
+    for name in ("MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MODAL_CONFIG_PATH", str(tmp_path / "no-modal.toml"))  # no token anywhere: the real client refuses
+    handle = JobHandle(backend="modal", job_id="fc-01TESTTESTTESTTESTTESTTEST", job_dir=tmp_path, submitted_at="2026-12-01T00:00:00+00:00")
+    state = Modal().state(handle)
+    assert state.state == "UNKNOWN" and "could not ask Modal: AuthError" in state.reason
