@@ -127,7 +127,7 @@ def collect(run_dir: Path, source: DirectorySource | ModalMirror, handle: JobHan
         checkpoints=source.checkpoints(),
         progress_written_at=source.progress_written_at(),
         job=f"{handle.backend} job {handle.job_id}" if handle else None,
-        job_state=submit._state(handle) if handle else None,  # never raises: UNKNOWN with the reason
+        job_state=submit.job_state(handle) if handle else None,  # never raises: UNKNOWN with the reason
         notes=(note,) if note else (),
     )
 

@@ -19,7 +19,7 @@ PLOT_SERIES: dict[str, tuple[tuple[tuple[str, str], ...], str]] = {
     "loss": ((("loss", "train loss"), ("eval_loss", "eval loss")), "loss"),
     "lr": ((("lr", "learning rate"),), "learning rate"),
     "throughput": ((("tokens_per_s", "tokens/s"),), "tokens/s"),
-    "memory": ((("memory_mb", "peak memory"),), "MiB"),
+    "memory": ((("memory_mb", "peak memory"),), "peak memory (MiB)"),
 }
 PLOTS = tuple(PLOT_SERIES)
 

@@ -64,7 +64,7 @@ def status(run_dir: Path) -> int:
     if handle is None:
         print(f"run {run_dir}: {progress} (no scheduler job was submitted for it)")
         return 0
-    state = _state(handle)
+    state = job_state(handle)
     print(f"run {run_dir}: {progress}")
     print(f"{handle.backend} job {handle.job_id}: {state.state}" + (f" ({state.reason})" if state.reason else ""))
     if state.restarts:
@@ -104,7 +104,7 @@ def _refuse_second_job(run_dir: Path) -> None:
     previous = jobs.latest(run_dir)
     if previous is None:
         return
-    state = _state(previous)
+    state = job_state(previous)
     if state.state == "UNKNOWN":
         say(f"warning: cannot tell whether {previous.backend} job {previous.job_id} still runs ({state.reason}); submitting anyway")
     if state.active:
@@ -112,7 +112,7 @@ def _refuse_second_job(run_dir: Path) -> None:
                            f"write the same run. Wait for it, or stop it first: lockstep cancel {shell.quote(str(run_dir))}")
 
 
-def _state(handle: JobHandle) -> JobState:
+def job_state(handle: JobHandle) -> JobState:
     try:
         return backends.scheduled(handle.backend).state(handle)
     except Exception as exc:  # the scheduler or platform could not be asked (no cluster, no Modal token...)
