@@ -29,7 +29,7 @@ def dependencies(config: RunConfig, backend: str, strict_env: bool) -> list[Chec
 
     handed_off = stack_venv.target(config) if backend == "local" else None
     if backend == "local" and handed_off is None:
-        return _this_environment(strict_env) + _engine(config)
+        return _this_environment(strict_env) + _engine(config) + _trackers(config, None, "this environment")
     name = handed_off or environment.container_stack(config.stack)
     try:
         stack = stacks.get(name)
@@ -40,7 +40,9 @@ def dependencies(config: RunConfig, backend: str, strict_env: bool) -> list[Chec
         return [Check(name="lock", status="error", summary=problem, fix=f"nox -s lock -- {name}")]
     lock = Check(name="lock", status="ok", summary=f"stack {name}: {stack.lock_file.name} is current"
                  + (" (a local run trains in its environment, made from the lock on first use)" if handed_off else ""))
-    return [lock, *_known_bad(stacks.pins(stack.lock_file.read_text()), f"the lock of stack {name}"), *_engine_elsewhere(config, backend)]
+    pins = stacks.pins(stack.lock_file.read_text())
+    return [lock, *_known_bad(pins, f"the lock of stack {name}"), *_engine_elsewhere(config, backend),
+            *_trackers(config, pins, f"the lock of stack {name}")]
 
 
 def _this_environment(strict_env: bool) -> list[Check]:
@@ -87,6 +89,21 @@ def _engine(config: RunConfig) -> list[Check]:
     except LockstepError as exc:
         return [Check(name="engine", status="error", summary=str(exc), fix="see the message; or choose another backend")]
     return [Check(name="engine", status="ok", summary=f"engine {name} can run this config here")]
+
+
+def _trackers(config: RunConfig, pins: Mapping[str, list[str]] | None, where: str) -> list[Check]:
+    """The packages of the trackers the config turns on, in this environment (pins None) or in a stack's lock."""
+    from runner import tracking
+
+    wanted = tracking.packaged(config)
+    if not wanted:
+        return []
+    missing = [key for key in wanted if not tracking.provided(key, pins)]
+    if missing:
+        return [Check(name="tracking", status="error", summary=f"tracking.{key} is on, but {where} has no {tracking.PACKAGES[key]}",
+                      fix=f"add {tracking.PACKAGES[key]} to the stack's lockfiles/<stack>.in and re-lock (nox -s lock -- <stack>), "
+                          f"or set tracking.{key}: false") for key in missing]
+    return [Check(name="tracking", status="ok", summary=f"{', '.join(wanted)}: installed in {where}")]
 
 
 def _engine_elsewhere(config: RunConfig, backend: str) -> list[Check]:

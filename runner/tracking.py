@@ -13,6 +13,7 @@ import json
 import sys
 import uuid
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from runner.config import RunConfig
@@ -24,6 +25,7 @@ TENSORBOARD_DIR = "tensorboard"
 NAMES = {"loss": "train/loss", "lr": "train/lr", "grad_norm": "train/grad_norm", "tokens_per_s": "train/tokens_per_s",
          "memory_mb": "train/memory_mb", "epoch": "train/epoch", "eval_loss": "eval/loss"}
 PACKAGES = {"wandb": "wandb", "mlflow": "mlflow"}  # config key -> module to import
+DISTRIBUTIONS = {"wandb": ("wandb",), "mlflow": ("mlflow", "mlflow-skinny")}  # config key -> what a lock may pin for it
 
 
 class Tracker(Protocol):
@@ -34,10 +36,23 @@ class Tracker(Protocol):
     def close(self, finished: bool) -> None: ...
 
 
+def packaged(config: RunConfig) -> list[str]:
+    """The trackers the config turns on that need a package (TensorBoard's files lockstep writes itself)."""
+    return [key for key in PACKAGES if getattr(config.tracking, key)]
+
+
+def provided(key: str, pins: Mapping[str, list[str]] | None = None) -> bool:
+    """Whether tracker `key`'s package is importable here (pins None), or pinned in a lock's `pins`."""
+    if pins is None:
+        return importlib.util.find_spec(PACKAGES[key]) is not None
+    return any(name in pins for name in DISTRIBUTIONS[key])
+
+
 def check(config: RunConfig) -> None:
     """Raise TrackingError if a tracker the config asks for cannot be imported in this environment."""
-    for key, module in PACKAGES.items():
-        if getattr(config.tracking, key) and importlib.util.find_spec(module) is None:
+    for key in packaged(config):
+        if not provided(key):
+            module = PACKAGES[key]
             raise TrackingError(f"tracking.{key} is true, but the {module} package is not installed in this environment (stack "
                                 f"{config.stack or 'of this environment'}); add {module} to the stack's lockfiles/<stack>.in and run "
                                 f"`nox -s lock -- <stack>`, or set tracking.{key}: false")

@@ -98,8 +98,13 @@ def test_mlflow_continues_the_same_run_with_params_tags_and_values(tracked_run, 
 
 def test_a_tracker_that_is_not_installed_stops_the_run_before_it_starts(pinned_python, tmp_path):
     run_dir = tmp_path / "untracked"
-    result = run_lockstep("train", str(DEMO_CONFIG), "--set", f"output_dir={run_dir}", "--set", "tracking.wandb=true", python=pinned_python)
-    assert result.returncode == 13, result.stderr[-3000:]
-    assert "tracking.wandb is true, but the wandb package is not installed" in result.stderr
-    assert "tracking.wandb: false" in result.stderr
+    args = ("train", str(DEMO_CONFIG), "--set", f"output_dir={run_dir}", "--set", "tracking.wandb=true")
+    refused = run_lockstep(*args, python=pinned_python)
+    assert refused.returncode == 12, refused.stderr[-3000:]
+    assert "✗ tracking" in refused.stderr and "tracking.wandb is on, but this environment has no wandb" in refused.stderr
+    assert nothing_but_preflight(run_dir)
+    # Past a waived preflight, the job itself refuses before it writes or trains anything.
+    waived = run_lockstep(*args, "--waive", "tracking", python=pinned_python)
+    assert waived.returncode == 13, waived.stderr[-3000:]
+    assert "tracking.wandb is true, but the wandb package is not installed" in waived.stderr and "tracking.wandb: false" in waived.stderr
     assert nothing_but_preflight(run_dir)

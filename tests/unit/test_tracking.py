@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from runner import config as config_module
-from runner import tensorboard_events
+from runner import env_checks, tensorboard_events
 from runner.errors import ConfigError
 from tests.conftest import DEMO_CONFIG
 
@@ -39,3 +39,13 @@ def test_an_unknown_tracker_is_named_with_the_known_ones():
     with pytest.raises(ConfigError) as caught:
         config_module.load(DEMO_CONFIG, ["tracking.tensorbord=true"])
     assert "tracking.tensorbord" in str(caught.value) and "tensorboard" in str(caught.value)
+
+
+@pytest.mark.parametrize("stack, status", [("cpu", "ok"), ("cu121-torch251-pypi", "error")])
+def test_preflight_looks_for_the_trackers_in_the_lock_of_the_stack_a_job_runs(stack, status):
+    config = config_module.load(DEMO_CONFIG, [f"stack={stack}", "tracking.wandb=true", "tracking.mlflow=true"])
+    checks = [check for check in env_checks.dependencies(config, "slurm", strict_env=False) if check.name == "tracking"]
+    assert [check.status for check in checks] == ([status] if status == "ok" else [status, status])
+    if status == "error":
+        assert "tracking.wandb is on, but the lock of stack cu121-torch251-pypi has no wandb" in checks[0].summary
+        assert "tracking.mlflow: false" in checks[1].fix
