@@ -12,8 +12,8 @@ import importlib.util
 import json
 import sys
 import uuid
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Protocol
 
 from runner.config import RunConfig

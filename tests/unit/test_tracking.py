@@ -49,3 +49,29 @@ def test_preflight_looks_for_the_trackers_in_the_lock_of_the_stack_a_job_runs(st
     if status == "error":
         assert "tracking.wandb is on, but the lock of stack cu121-torch251-pypi has no wandb" in checks[0].summary
         assert "tracking.mlflow: false" in checks[1].fix
+
+
+def test_a_tracker_failing_while_logging_is_dropped_with_one_warning_and_the_others_go_on(tmp_path, capsys):
+    from runner.tracking import TensorBoard, Trackers
+
+    class Outage:  # a tracker whose service went away mid-run
+        name = "wandb"
+
+        def log(self, step, values):
+            raise ConnectionError("api.wandb.ai unreachable")
+
+        def close(self, finished):
+            pass
+
+    board = TensorBoard(tmp_path, resumed_from_step=None)
+    trackers = Trackers([Outage(), board])
+    for step in (1, 2):
+        trackers.log({"step": step, "loss": 1.0 / step, "eval_loss": None})
+    trackers.close(finished=True)
+    warnings = capsys.readouterr().err.splitlines()
+    assert len(warnings) == 1 and "wandb failed (ConnectionError: api.wandb.ai unreachable)" in warnings[0]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert [(s.step, s.value) for s in events.Scalars("train/loss")] == [(1, 1.0), (2, 0.5)]
