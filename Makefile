@@ -28,10 +28,16 @@ train: $(VENV)/.installed
 test: $(VENV)/.installed $(PINNED_VENV)/.installed
 	LOCKSTEP_PINNED_PYTHON="$(abspath $(PINNED_VENV))/bin/python" $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
-# Benchmarks report numbers (and keep them as JSON); they are not pass/fail speed tests.
+# Benchmarks report numbers (and keep them as JSON); they are not pass/fail speed tests. The same as `nox -s bench`:
+# runs/bench/latest.json, a numbered copy in runs/bench/history compared with the previous one, and docs/benchmarks.md
+# regenerated from it (also after a failed benchmark, which the page lists; the exit status is still the failure).
 bench: $(VENV)/.installed
 	mkdir -p runs/bench
-	$(VENV)/bin/python -m pytest tests/bench -s --benchmark-json=runs/bench/latest.json $(PYTEST_ARGS)
+	status=0; LOCKSTEP_BENCH_COMMAND="make bench$(if $(PYTEST_ARGS), PYTEST_ARGS='$(PYTEST_ARGS)')" \
+	  $(VENV)/bin/python -m pytest tests/bench -s --benchmark-json=runs/bench/latest.json \
+	  --benchmark-storage=file://runs/bench/history --benchmark-autosave --benchmark-compare --benchmark-sort=name $(PYTEST_ARGS) \
+	  || status=$$?; \
+	if [ $$status -le 1 ]; then $(VENV)/bin/python -m tests.bench.results || exit $$?; fi; exit $$status
 
 venv: $(VENV)/.installed
 pinned-venv: $(PINNED_VENV)/.installed

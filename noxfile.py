@@ -24,12 +24,32 @@ def extended(session: nox.Session) -> None:
     session.run("pytest", "-m", "extended", *session.posargs)
 
 
-@nox.session(python="3.11")
+BENCH_DIR = "runs/bench"
+
+
+@nox.session(python="3.11", default=False)
 def bench(session: nox.Session) -> None:
-    """Run the benchmarks (tests/bench) and keep their numbers in runs/bench/latest.json."""
+    """Run the benchmarks (tests/bench): JSON in runs/bench/ (compared with the previous run), results in docs/benchmarks.md.
+
+    nox -s bench -- -k lock_time            one benchmark; other arguments go to pytest
+    LOCKSTEP_BENCH_ROUNDS=5 nox -s bench    more interleaved rounds per comparison (default 3; the lock one: LOCKSTEP_BENCH_LOCK_ROUNDS, 1)
+    """
+    import shlex
+
     _install_cpu_stack(session)
-    Path("runs/bench").mkdir(parents=True, exist_ok=True)
-    session.run("python", "-m", "pytest", "tests/bench", "-s", "--benchmark-json=runs/bench/latest.json", *session.posargs)
+    Path(BENCH_DIR).mkdir(parents=True, exist_ok=True)
+    command = shlex.join(["nox", "-s", "bench", *(["--", *session.posargs] if session.posargs else [])])
+    # Exit code 1 (a benchmark failed) still writes the JSON: the page lists the failure, then the session fails.
+    session.run("python", "-m", "pytest", "tests/bench", "-s", *_bench_options(), *session.posargs,
+                env={"LOCKSTEP_BENCH_COMMAND": command}, success_codes=[0, 1])
+    session.run("python", "-m", "tests.bench.results", "--latest", f"{BENCH_DIR}/latest.json", "--storage", f"{BENCH_DIR}/history",
+                "--docs", "docs/benchmarks.md")
+
+
+def _bench_options() -> list[str]:
+    """pytest-benchmark: the run's JSON, a numbered copy kept in the history, and a comparison with the previous one there."""
+    return [f"--benchmark-json={BENCH_DIR}/latest.json", f"--benchmark-storage=file://{BENCH_DIR}/history", "--benchmark-autosave",
+            "--benchmark-compare", "--benchmark-sort=name"]
 
 
 @nox.session(python="3.11")
