@@ -157,4 +157,5 @@ def _tree(run_dir: Path) -> list[str]:
 
 
 def _without_speed(row: dict) -> dict:
-    return {key: value for key, value in row.items() if key not in ("tokens_per_s", "memory_mb")}
+    """A metrics row without what depends on when and how fast it ran (speed, memory, the time it was written)."""
+    return {key: value for key, value in row.items() if key not in ("tokens_per_s", "memory_mb", "time")}
