@@ -116,7 +116,7 @@ def collect(run_dir: Path, source: DirectorySource | ModalMirror, handle: JobHan
 
     note = source.refresh()
     data = source.data_dir
-    plan = _read_json(data / metrics.PLAN_FILE)
+    plan = metrics.read_plan(data)  # written atomically: whole or absent
     return Snapshot(
         name=run_dir.name or str(run_dir),
         where=source.where,
