@@ -9,6 +9,9 @@ python="$1"; lock="$2"; wheelhouse="$3"; shift 3
 "$python" -m venv /opt/venv
 /opt/venv/bin/python -m pip install --no-cache-dir --disable-pip-version-check --no-compile \
     --require-hashes --no-deps --find-links "$wheelhouse" "$@" -r "$lock"
+# --no-deps installs a lock that lacks a package another one requires without a word: pip check
+# names each such requirement, and its failure stops the build (the lock must be re-locked).
+/opt/venv/bin/python -m pip check --disable-pip-version-check
 # Byte code keyed by source hashes, not by the time pip unpacked each file, so the layer is the
 # same bytes on every build. "Unchecked": nothing in the image ever edits these sources.
 # Files that are not valid for this Python (torch ships Python 3.12-only test helpers) are

@@ -15,13 +15,14 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from runner.errors import CheckpointError
-from runner.files import swap_in
+from runner.files import fsync_dir, fsync_file, remove, swap_in
 from runner.hashing import file_sha256
+from runner.rundir import CHECKPOINTS_DIR
 
 MARKER = "COMPLETE.json"
 STAGING_PREFIX = ".staging-"
@@ -41,11 +42,42 @@ class Rejected:
     reason: str
 
 
+@dataclass(frozen=True)
+class Totals:
+    """A run's training figures up to a checkpoint, summed over the attempts that led to it (each checkpoint
+    records them), so a resumed run's summary describes the whole run. Work a crash lost after the newest
+    checkpoint is not counted: it is done again, and counted then."""
+
+    train_tokens: int = 0  # non-padding tokens of the training steps
+    train_time_s: float = 0.0  # the training loops alone (model loading and start-up excluded)
+    checkpoints_saved: int = 0
+    checkpoint_time_s: float = 0.0
+
+    def __add__(self, other: Totals) -> Totals:
+        return Totals(self.train_tokens + other.train_tokens, self.train_time_s + other.train_time_s,
+                      self.checkpoints_saved + other.checkpoints_saved, self.checkpoint_time_s + other.checkpoint_time_s)
+
+    @classmethod
+    def recorded(cls, checkpoint: Checkpoint | None) -> Totals:
+        """What `checkpoint`'s marker records (nothing for a fresh start, or a checkpoint of an older lockstep)."""
+        if checkpoint is None:
+            return cls()
+        recorded = read_marker(checkpoint.path).get("totals") or {}
+        return cls(**{key: recorded[key] for key in asdict(cls()) if isinstance(recorded.get(key), int | float)})
+
+    def summary(self) -> dict[str, Any]:
+        """The figures as summary.json gives them."""
+        return {"train_tokens": self.train_tokens, "wall_time_s": round(self.train_time_s, 3),
+                "tokens_per_s": round(self.train_tokens / self.train_time_s, 1) if self.train_time_s else None,
+                "checkpoints_saved": self.checkpoints_saved, "checkpoint_time_s": round(self.checkpoint_time_s, 3),
+                "checkpoint_share": round(self.checkpoint_time_s / self.train_time_s, 4) if self.train_time_s else None}
+
+
 class CheckpointStore:
     """The checkpoints of one run directory."""
 
     def __init__(self, run_dir: Path) -> None:
-        self.root = run_dir / "checkpoints"
+        self.root = run_dir / CHECKPOINTS_DIR
 
     def staging_dir(self, step: int) -> Path:
         # A fixed name, so every rank of a multi-process run writes into the same directory.
@@ -54,7 +86,7 @@ class CheckpointStore:
     def start(self, step: int) -> Path:
         """An empty staging directory for the checkpoint of `step`."""
         staging = self.staging_dir(step)
-        shutil.rmtree(staging, ignore_errors=True)
+        remove(staging)
         staging.mkdir(parents=True)
         return staging
 
@@ -64,28 +96,27 @@ class CheckpointStore:
         files = {}
         for path in sorted(p for p in staging.rglob("*") if p.is_file()):
             files[path.relative_to(staging).as_posix()] = {"sha256": file_sha256(path), "size": path.stat().st_size}
-            _fsync_file(path)
+            fsync_file(path)
         marker = {"step": step, "files": files, **meta}
         _write_synced(staging / MARKER, json.dumps(marker, indent=2, sort_keys=True))
-        _fsync_dir(staging)
+        fsync_dir(staging)
         final = self.root / f"step-{step:08d}"
         # Only an invalid checkpoint of this step can be there already (a resume from an older one
         # reached this step again), so a crash between the two renames loses nothing valid.
         swap_in(staging, final, self.root / f"{TRASH_PREFIX}{final.name}")
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         return Checkpoint(step, final)
 
     def abandon(self, step: int) -> None:
-        shutil.rmtree(self.staging_dir(step), ignore_errors=True)
+        remove(self.staging_dir(step))
 
-    def remove_abandoned(self) -> list[Path]:
-        """Delete staging and trash directories left by a crash; return what was removed."""
+    def remove_abandoned(self) -> tuple[list[Path], list[Path]]:
+        """Delete the staging and trash entries a crash left (directories or files); return (removed, not removable)."""
         if not self.root.is_dir():
-            return []
-        leftovers = [p for p in self.root.iterdir() if p.name.startswith((STAGING_PREFIX, TRASH_PREFIX))]
-        for path in leftovers:
-            shutil.rmtree(path, ignore_errors=True)
-        return leftovers
+            return [], []
+        leftovers = sorted(p for p in self.root.iterdir() if p.name.startswith((STAGING_PREFIX, TRASH_PREFIX)))
+        removed = [path for path in leftovers if remove(path)]
+        return removed, [path for path in leftovers if path not in removed]
 
     def candidates(self) -> list[Checkpoint]:
         """Every checkpoint directory by name, newest first, valid or not."""
@@ -118,8 +149,8 @@ class CheckpointStore:
                 continue
             if kept == 0:
                 continue  # never delete anything newer than the newest valid checkpoint
-            shutil.rmtree(checkpoint.path, ignore_errors=True)
-            removed.append(checkpoint.path)
+            if remove(checkpoint.path):
+                removed.append(checkpoint.path)
         return removed
 
 
@@ -149,33 +180,51 @@ StorageHook = Callable[[Path], None]
 
 class Saver:
     """What every engine's checkpointer shares: the store, the policy, retention, the storage hook,
-    and the count and time of the saves (the run's checkpoint overhead)."""
+    the newest checkpoint written, and this attempt's figures (recorded in each marker beside those it
+    carries from the checkpoint it resumed from)."""
 
     def __init__(
-        self, store: CheckpointStore, policy: Policy, *, keep_last: int, meta: dict[str, Any], after_checkpoint: StorageHook | None
+        self, store: CheckpointStore, policy: Policy, *, keep_last: int, meta: dict[str, Any], after_checkpoint: StorageHook | None,
+        carried: Totals | None = None,
     ) -> None:
         self.store = store
         self.policy = policy
         self.keep_last = keep_last
         self.meta = meta
         self.after_checkpoint = after_checkpoint
+        self.carried = carried or Totals()
         self.saved = 0
         self.seconds = 0.0
+        self.started = time.perf_counter()
+        self.last_step: int | None = None  # the step of the newest checkpoint this attempt saved (every rank)
+        self.last: Checkpoint | None = None  # that checkpoint (rank 0, which writes it)
 
-    def saved_one(self, checkpoint: Checkpoint | None) -> None:
-        """After a save: `checkpoint` is None on the ranks that did not write it."""
+    def begin(self) -> None:
+        """The training loop starts: this attempt's training time counts from here."""
+        self.started = time.perf_counter()
+
+    def attempt(self, tokens: int) -> Totals:
+        """This attempt's figures so far, `tokens` being the tokens it trained on."""
+        return Totals(tokens, time.perf_counter() - self.started, self.saved, self.seconds)
+
+    def marker_meta(self, tokens: int, **extra: Any) -> dict[str, Any]:
+        """What the marker of the checkpoint being written records besides its files: the run's hashes and
+        config, and the run's figures up to it (this checkpoint counted, its own write time not yet known)."""
+        totals = self.carried + self.attempt(tokens) + Totals(checkpoints_saved=1)
+        return {**self.meta, **extra, "totals": asdict(totals)}
+
+    def saved_one(self, step: int, checkpoint: Checkpoint | None) -> None:
+        """After the save of `step`: `checkpoint` is None on the ranks that did not write it."""
         self.policy.saved()
         self.saved += 1
+        self.last_step = step
         if checkpoint is None:
             return
+        self.last = checkpoint
         self.store.retain(self.keep_last)
         print(f"\nlockstep: checkpoint saved: {checkpoint.path}", file=sys.stderr, flush=True)
         if self.after_checkpoint is not None:
             call_storage_hook(self.after_checkpoint, checkpoint.path)
-
-    def details(self, wall_time_s: float) -> dict[str, Any]:
-        return {"checkpoints_saved": self.saved, "checkpoint_time_s": round(self.seconds, 3),
-                "checkpoint_share": round(self.seconds / wall_time_s, 4) if wall_time_s else None}
 
 
 def call_storage_hook(hook: StorageHook, path: Path, attempts: int = 3, delay_s: float = 2.0) -> None:
@@ -226,36 +275,26 @@ def verify(path: Path, *, hash_contents: bool = True) -> str | None:
 
 def save_failed(step: int, exc: Exception, store: CheckpointStore) -> CheckpointError:
     """The error for a failed save, naming the cause, the free space and the newest intact checkpoint."""
+    return write_failed(f"the checkpoint of step {step}", store.root, exc, store)
+
+
+def write_failed(what: str, where: Path, exc: Exception, store: CheckpointStore, *, then: str = "resume") -> CheckpointError:
+    """The error for a failed write of `what` in `where` (exit 6): the cause, the free space, the newest intact
+    checkpoint, and what running the same command again does (`then`)."""
     if isinstance(exc, OSError) and exc.strerror:
         cause = exc.strerror + (f" ({exc.filename})" if exc.filename else "")
     else:  # torch and safetensors report a full disk as their own errors, with multi-line messages
         cause = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else 'no details'}"
     try:
-        free = f" ({shutil.disk_usage(store.root).free / 2**20:.1f} MiB free there)"
+        free = f" ({shutil.disk_usage(where).free / 2**20:.1f} MiB free there)"
     except OSError:
         free = ""
     newest, _ = store.newest_valid()
     kept = f"the newest intact checkpoint is {newest.path}" if newest else "no earlier checkpoint exists"
     return CheckpointError(
-        f"could not write the checkpoint of step {step} in {store.root}{free}: {cause}; {kept}. "
-        "Free space or fix the storage, then run the same command again to resume."
+        f"could not write {what} in {where}{free}: {cause}; {kept}. "
+        f"Free space or fix the storage, then run the same command again to {then}."
     )
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_synced(path: Path, text: str) -> None:

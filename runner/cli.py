@@ -8,11 +8,12 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from runner import backends, hardware, job
+from runner import backends, hardware, job, run_lock
 from runner import config as config_module
 from runner.backends import jobs
 from runner.backends.base import JobSpec
 from runner.errors import LimitError, run_command
+from runner.report import load_summary
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,8 +133,8 @@ def _run(args: argparse.Namespace) -> int:
     spec = _spec(args, config)
     if args.command == "preflight":
         return _preflight(args, spec)
-    if args.fresh and not args.dry_run:
-        submit.start_fresh(spec, args.backend)
+    if not args.dry_run and _claim(args, spec):
+        return 0
     _gate(args, spec)
     if args.backend in backends.SCHEDULED:
         return submit.submit(spec, args.backend, dry_run=args.dry_run)
@@ -144,18 +145,41 @@ def _run(args: argparse.Namespace) -> int:
     return job.run_local(config, args)
 
 
+def _claim(args: argparse.Namespace, spec: JobSpec) -> bool:
+    """Make the run directory this command's before anything is written there (submit.claim); True when
+    the run is already finished and there is nothing to do (checked before preflight, which would
+    overwrite the record of the run's start)."""
+    from runner import distributed, preflight_output, submit
+
+    if not distributed.is_main():
+        return False  # one of the workers `torchrun -m runner train` starts: rank 0 claims the run for all of them
+    if not args.fresh:
+        preflight_output.check_destination(spec.run_dir)  # before anything, even the lock, is written there
+    submit.claim(spec, args.backend, fresh=args.fresh)
+    if load_summary(spec.run_dir) is None:
+        return False
+    print(f"lockstep: run already complete in {spec.run_dir}; nothing to do (--fresh trains it again, keeping the old one)",
+          file=sys.stderr)
+    return True
+
+
 def _preflight(args: argparse.Namespace, spec: JobSpec) -> int:
     from runner import preflight, preflight_output
 
-    report = preflight.run(spec, args.backend, hardware_profile=args.hardware, waive=args.waive)
-    preflight_output.print_table(report, spec, sys.stdout)
-    written = preflight_output.write(report, spec)
-    print(f"report: {written}\nrecommended config: {written.with_name(preflight_output.RECOMMENDED_FILE)}")
+    checked = preflight.run(spec, args.backend, hardware_profile=args.hardware, waive=args.waive)
+    preflight_output.print_table(checked, spec, sys.stdout)
+    problem = preflight_output.destination_problem(spec.run_dir, standalone=True)
+    if problem:
+        print(f"report not written: {problem}")
+    else:
+        with run_lock.hold(spec.run_dir):
+            written = preflight_output.write(checked, spec)
+        print(f"report: {written}\nrecommended config: {written.with_name(preflight_output.RECOMMENDED_FILE)}")
     if args.apply is not None:
-        path = preflight_output.apply(report, spec, None if args.apply is True else Path(args.apply))
+        path = preflight_output.apply(checked, spec, None if args.apply is True else Path(args.apply))
         print(f"applied: {path} (train with: lockstep train {path})")
-    if report.blocking:
-        preflight_output.refuse(report, spec.run_dir)
+    if checked.blocking:
+        preflight_output.refuse(checked, spec.run_dir, written=not problem)
     return 0
 
 

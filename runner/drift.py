@@ -1,7 +1,8 @@
 """Drift: the distributions installed in this environment against a stack's lock.
 
-`python -m runner.drift STACK` prints the comparison as JSON (used by `nox -s compat` inside
-a fresh environment); the manifest records it at every train start.
+Drift is every locked package missing or at another version, and every package installed that
+the lock does not list. `python -m runner.drift STACK` prints the comparison as JSON (used by
+`nox -s compat` inside a fresh environment); the manifest records it at every train start.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 
 from runner import stacks
+
+# Installed without being in the lock, and not drift: what `python -m venv` brings (pip, setuptools
+# on older Pythons, wheel in some images) and lockstep itself, which runner.install adds beside the lock.
+EXEMPT = frozenset({"pip", "setuptools", "wheel", "lockstep"})
 
 
 def locked_for_here(lock_text: str) -> dict[str, str]:
@@ -54,11 +59,14 @@ def _name_and_version(distribution: importlib.metadata.Distribution) -> tuple[st
 
 
 def compare(locked: dict[str, str], present: dict[str, str]) -> dict[str, Any]:
-    """What differs from the lock; packages the lock does not mention (pip, lockstep itself) are not drift."""
+    """What differs from the lock, both ways: locked packages missing or at another version, and packages
+    the lock does not list (`extra`, as `name==version`), but for those a virtual environment brings
+    itself or lockstep installs beside the lock (EXEMPT; a lock that pins one is held to its pin)."""
     missing = sorted(name for name in locked if name not in present)
     changed = {name: {"locked": locked[name], "installed": present[name]}
                for name in sorted(locked) if name in present and present[name] != locked[name]}
-    return {"clean": not missing and not changed, "missing": missing, "changed": changed}
+    extra = [f"{name}=={present[name]}" for name in sorted(present) if name not in locked and name not in EXEMPT]
+    return {"clean": not missing and not changed and not extra, "missing": missing, "changed": changed, "extra": extra}
 
 
 def check(stack: stacks.Stack) -> dict[str, Any]:
@@ -67,8 +75,10 @@ def check(stack: stacks.Stack) -> dict[str, Any]:
 
 
 def describe(result: dict[str, Any]) -> str:
-    parts = [f"{name} {c['installed']} (locked {c['locked']})" for name, c in result["changed"].items()]
-    parts += [f"{name} missing" for name in result["missing"]]
+    """One line for people; reads manifests recorded before `extra` was (they lack the key)."""
+    parts = [f"{name} {c['installed']} (locked {c['locked']})" for name, c in result.get("changed", {}).items()]
+    parts += [f"{name} missing" for name in result.get("missing", [])]
+    parts += [f"{' '.join(entry.split('==', 1))} (not in the lock)" for entry in result.get("extra", [])]
     return "; ".join(parts) or "no drift"
 
 

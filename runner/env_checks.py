@@ -9,6 +9,7 @@ import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from runner import allocator as allocator_module
 from runner import drift, environment, known_bad, stacks
@@ -61,8 +62,17 @@ def _this_environment(strict_env: bool) -> list[Check]:
     else:
         checks.append(Check(name="drift", status="error" if strict_env else "warning",
                             summary=f"this environment differs from the lock of stack {described['stack']}: {drift.describe(described['drift'])}",
-                            fix=f"reinstall it: python -m runner.install {described['stack']} VENV"))
+                            fix=_drift_fix(described["stack"], described["drift"])))
     return checks + found
+
+
+def _drift_fix(stack: str, result: dict[str, Any]) -> str:
+    """Reinstalling puts back what is missing or changed but removes nothing, so extras need another fix."""
+    extra = [entry.split("==", 1)[0] for entry in result.get("extra", [])]
+    if not extra:
+        return f"reinstall it: python -m runner.install {stack} VENV"
+    return (f"make a fresh environment: python -m runner.install {stack} NEW_VENV (reinstalling in place removes "
+            f"nothing; `pip uninstall {' '.join(extra)}` removes what the lock does not list)")
 
 
 def _known_bad(pins: dict[str, list[str]], where: str) -> list[Check]:

@@ -111,6 +111,12 @@ class TrackingError(LockstepError):
     exit_code = 13
 
 
+class RunInUse(LockstepError):
+    """Another lockstep process is writing the run directory (the message names it); nothing was changed."""
+
+    exit_code = 14
+
+
 def report(exc: LockstepError) -> int:
     """Print `exc` the way every lockstep command does and return its exit code."""
     print(f"lockstep: {exc.label}: {exc}", file=sys.stderr)

@@ -1,17 +1,100 @@
-"""Putting a finished directory in place of another, so readers see the old one or the new one, never half of either."""
+"""Writing files so a crash or power loss at any moment leaves the old content or the new, never part of either.
+
+`write_atomic` replaces one file; `swap_in` puts a finished directory in place of another; `remove`
+deletes what a crash left, file or directory, and says when it cannot.
+"""
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
+import stat
+import sys
 from pathlib import Path
+
+# Filesystems that cannot sync a directory say so with one of these; there is nothing more to make durable there.
+_NO_DIR_SYNC = (errno.EINVAL, errno.ENOTSUP, errno.EBADF)
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write `path` through a temporary file beside it, synced before and after the rename.
+
+    The temporary name carries the process id, so two processes writing the same file (every rank
+    writes plan.json) never share one; a reader sees the old file or the new one.
+    """
+    payload = data.encode() if isinstance(data, str) else data
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with temporary.open("wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    fsync_dir(path.parent)
 
 
 def swap_in(staging: Path, final: Path, trash: Path) -> None:
     """Rename `staging` to `final`; an existing `final` is first renamed to `trash`, then deleted."""
-    if not final.exists():
+    if not final.exists() and not final.is_symlink():
         staging.rename(final)
         return
-    shutil.rmtree(trash, ignore_errors=True)
+    remove(trash)
     final.rename(trash)
     staging.rename(final)
-    shutil.rmtree(trash, ignore_errors=True)
+    remove(trash)
+
+
+def remove(path: Path) -> bool:
+    """Delete `path` whatever it is (a directory tree, a file, a link); False if something of it is still there.
+
+    A directory whose permissions forbid listing or deleting its entries is made writable first: what
+    a crash left behind must not stay forever.
+    """
+    if not path.exists() and not path.is_symlink():
+        return True
+    if path.is_dir() and not path.is_symlink():
+        if sys.version_info >= (3, 12):
+            shutil.rmtree(path, onexc=_make_writable_and_retry)
+        else:
+            shutil.rmtree(path, onerror=_make_writable_and_retry)
+    else:
+        try:
+            path.unlink()
+        except OSError:
+            pass
+    return not path.exists() and not path.is_symlink()
+
+
+def _make_writable_and_retry(function, name, _exc) -> None:  # type: ignore[no-untyped-def]
+    try:
+        os.chmod(os.path.dirname(name) or ".", stat.S_IRWXU)
+        if os.path.isdir(name) and not os.path.islink(name):
+            os.chmod(name, stat.S_IRWXU)
+            shutil.rmtree(name, ignore_errors=True)
+        else:
+            function(name)
+    except OSError:
+        pass  # remove() reports what is left
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new entry in `path` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in _NO_DIR_SYNC:
+            raise
+    finally:
+        os.close(fd)

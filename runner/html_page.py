@@ -11,6 +11,7 @@ from pathlib import Path
 import runner
 from runner import report
 from runner.errors import OutputDirError
+from runner.files import write_atomic
 
 # The page loads nothing and runs nothing: it reads the same offline, from a mail, or years later.
 POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -84,7 +85,7 @@ def check_writable(path: Path) -> None:
 def write(path: Path, document: str) -> Path:
     """Write the report whole (a reader never opens half of it) and return its path."""
     try:
-        report.replace_file(path, document.encode("utf-8"))
+        write_atomic(path, document)
     except OSError as exc:
         raise OutputDirError(f"cannot write {path}: {exc.strerror}; choose another place with --output PATH") from exc
     return path

@@ -5,6 +5,7 @@ compared in one (report-compare.html). Plots are redrawn from metrics.jsonl and 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from runner import compare_report, report, run_record
@@ -27,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     """Write the report and print its path; every run is read before anything is written."""
     records = [run_record.load(path) for path in args.runs]
+    for record in records:
+        for where in record.damaged:
+            print(f"lockstep: warning: {where} is damaged; the report skips it", file=sys.stderr)
     if len(records) == 1:
         output = args.output or records[0].path / REPORT_FILE
         check_writable(output)
@@ -46,6 +50,8 @@ def single(record: RunRecord) -> str:
     summary = {key: run_record.format_value(key, value) for key, value in run_record.summary_values(record).items()}
     body = (f"<h1>{escape(name)}</h1>\n<p class=path>{escape(record.path.resolve())}</p>\n"
             f"<p class=status>{escape(run_record.status(record))}</p>\n")
+    if record.damaged:
+        body += f"<p class=status>Skipped (damaged, not readable): {escape(', '.join(record.damaged))}</p>\n"
     body += section("Summary" if finished else "Summary so far (from metrics.jsonl; summary.json is written when the run finishes)",
                     facts(summary))
     body += section("Plots", "<div class=plots>" + "".join(image(png, plot_alt(plot, name)) for plot, png in _plots(record).items())

@@ -37,12 +37,14 @@ def compile_lock(stack: stacks.Stack, *, engine: str = "uv", find_links: Sequenc
         raise
     target = output or stack.lock_file
     temporary = target.with_name(f".{target.name}.tmp")
-    temporary.write_text(header(stack) + body)
+    temporary.write_bytes((header(stack, body) + body).encode())  # bytes: the body digest covers exactly what is there
     os.replace(temporary, target)
     return target
 
 
-def header(stack: stacks.Stack) -> str:
+def header(stack: stacks.Stack, body: str) -> str:
+    """The comment lines above `body` (what uv or pip-compile produced): where the lock comes from, how to
+    change it, and the digests lockstep checks, of the `.in` file and, on the last line, of `body` itself."""
     platform = "every platform (environment markers)" if stack.platforms == ("universal",) else ", ".join(stack.platforms)
     return (
         f"# Stack {stack.name}: {stack.requirements} locked for Python {stack.python} on {platform},\n"
@@ -52,6 +54,8 @@ def header(stack: stacks.Stack) -> str:
         f"# Install: pip install --require-hashes --no-deps -r lockfiles/{stack.name}.txt"
         f"{''.join(f' --extra-index-url {url}' for url in stack.index_urls[1:])}\n"
         f"# input sha256: {stack.input_sha256()}\n"
+        f"# Before installing, lockstep (and preflight) checks that everything below still has this sha256:\n"
+        f"{stacks.BODY_HASH_LINE}{stacks.body_sha256(body)}\n"
     )
 
 

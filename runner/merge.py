@@ -4,12 +4,14 @@ and servable without peft. An `mlx` run is merged from its PEFT export (`adapter
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
+from runner import run_lock
+from runner.checkpoint import CheckpointStore
 from runner.errors import OutputDirError
-from runner.files import swap_in
+from runner.final_outputs import publish
+from runner.rundir import CONFIG_FILE
 
 MERGED_DIR = "merged_model"
 
@@ -24,18 +26,18 @@ def merge(run_dir: Path) -> Path:
     from runner.engines.model_files import load_tokenizer, resolve_model
 
     adapter = _adapter(run_dir)
-    config = config_module.load(str(run_dir / "config.yaml"), [])
+    config = config_module.load(str(run_dir / CONFIG_FILE), [])
     base = resolve_model(config.model.name_or_path)
     model = AutoModelForCausalLM.from_pretrained(base, revision=config.model.revision, trust_remote_code=config.model.trust_remote_code,
                                                  **dtype_argument("auto"))  # the base's own precision, as it was published
     merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
-    target = run_dir / MERGED_DIR
-    staging = run_dir / f".{MERGED_DIR}.staging"
-    shutil.rmtree(staging, ignore_errors=True)
-    merged.save_pretrained(staging)
-    load_tokenizer(base, config).save_pretrained(staging)
-    swap_in(staging, target, run_dir / f".{MERGED_DIR}.old")
-    return target
+
+    def write(staging: Path) -> None:
+        merged.save_pretrained(staging)
+        load_tokenizer(base, config).save_pretrained(staging)
+
+    with run_lock.hold(run_dir):  # one writer: not beside a `train` of the same run
+        return publish(run_dir, MERGED_DIR, write, CheckpointStore(run_dir), then="merge again")
 
 
 def _adapter(run_dir: Path) -> Path:

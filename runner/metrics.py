@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import resource
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from runner import jsonl
+from runner.files import write_atomic
 
 if TYPE_CHECKING:
     from runner.tracking import Trackers
@@ -34,31 +36,19 @@ class MetricsLog:
             raise ValueError(f"unknown metric(s): {sorted(unknown)}")
         row = {column: values.get(column) for column in COLUMNS}
         row["time"] = round(time.time(), 2)
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(row) + "\n")
+        jsonl.append(self.path, row)
         if self.trackers is not None:
             self.trackers.log(row)
         return row
 
 
 def read(run_dir: Path) -> list[dict[str, Any]]:
-    """Every complete row; a last line torn by a crash mid-write is ignored."""
-    path = run_dir / METRICS_FILE
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines(keepends=True):
-        if not line.endswith("\n"):
-            break
-        if line.strip():
-            rows.append(json.loads(line))
-    return rows
+    """Every complete row; a last line torn by a crash mid-write, and any damaged line, are skipped."""
+    return [row for row in jsonl.read(run_dir / METRICS_FILE).records if isinstance(row.get("step"), int)]
 
 
 def write_plan(run_dir: Path, total_steps: int) -> None:
-    temporary = run_dir / f".{PLAN_FILE}.{os.getpid()}.tmp"  # every rank writes the same plan: one temporary file each
-    temporary.write_text(json.dumps({"total_steps": total_steps}) + "\n")
-    os.replace(temporary, run_dir / PLAN_FILE)  # a reader never sees half a file
+    write_atomic(run_dir / PLAN_FILE, json.dumps({"total_steps": total_steps}) + "\n")  # every rank writes the same plan
 
 
 def read_plan(run_dir: Path) -> dict[str, Any] | None:
@@ -66,17 +56,19 @@ def read_plan(run_dir: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def truncate_after(run_dir: Path, step: int) -> int:
-    """Drop the rows logged after `step` (work lost with a crash) so a resumed run logs them once; return how many."""
-    rows = read(run_dir)
-    kept = [row for row in rows if row["step"] <= step]
+def truncate_after(run_dir: Path, step: int) -> tuple[int, list[str]]:
+    """Drop the rows logged after `step` (work lost with a crash) so a resumed run logs them once, and the
+    lines that are not rows (torn or damaged); return how many rows were dropped and where the damaged lines were."""
     path = run_dir / METRICS_FILE
     if not path.exists():
-        return 0
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text("".join(json.dumps(row) + "\n" for row in kept))
-    os.replace(temporary, path)
-    return len(rows) - len(kept)
+        return 0, []
+    lines = jsonl.read(path)
+    rows = [row for row in lines.records if isinstance(row.get("step"), int)]
+    kept = [row for row in rows if row["step"] <= step]
+    damaged = lines.where(path)
+    if len(kept) < len(lines.records) or damaged:
+        write_atomic(path, "".join(json.dumps(row) + "\n" for row in kept))
+    return len(rows) - len(kept), damaged
 
 
 def peak_memory_mb() -> float:

@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from runner import metrics, report
+from runner import jsonl, metrics, report
 from runner.backends import jobs
 from runner.backends.base import JobHandle, JobState
 from runner.errors import OutputDirError
@@ -91,11 +91,10 @@ def watch(run_dir: Path, *, refresh: float = 5.0, once: bool = False, out: TextI
 
 def check_run_dir(run_dir: Path) -> None:
     """RUN must be a run directory (an empty one may be watched before the run starts)."""
-    from runner import entrypoint
+    from runner import rundir
 
     # Names only a lockstep run directory holds: a directory with none of them is the wrong path.
-    run_files = {entrypoint.CONFIG_FILE, entrypoint.ATTEMPTS_FILE, entrypoint.MANIFEST_FILE, metrics.METRICS_FILE, metrics.PLAN_FILE,
-                 report.SUMMARY_FILE, "checkpoints", *entrypoint.BEFORE_RUN}
+    run_files = {*rundir.RUN_MARKS, *rundir.BEFORE_RUN, metrics.METRICS_FILE, metrics.PLAN_FILE, report.SUMMARY_FILE}
     if not run_dir.exists():
         raise OutputDirError(f"{run_dir} does not exist: RUN is a run directory, the output_dir of its config "
                              "(e.g. runs/demo); check the path, or start the run first with `lockstep train CONFIG`")
@@ -105,14 +104,14 @@ def check_run_dir(run_dir: Path) -> None:
     if names and not names & run_files:
         runs = sorted(path.name for path in run_dir.iterdir() if path.is_dir() and {p.name for p in path.iterdir()} & run_files)
         hint = f"; runs in it: {', '.join(runs[:5])}" if runs else ""
-        raise OutputDirError(f"{run_dir} holds no lockstep run (no {entrypoint.CONFIG_FILE}, {metrics.METRICS_FILE} or jobs/): "
+        raise OutputDirError(f"{run_dir} holds no lockstep run (no {rundir.CONFIG_FILE}, {metrics.METRICS_FILE} or jobs/): "
                              f"RUN is a run directory, the output_dir of its config{hint}")
 
 
 def collect(run_dir: Path, source: DirectorySource | ModalMirror, handle: JobHandle | None) -> Snapshot:
     """Read the run once: fetch (for a Modal run), the files, the checkpoint listing, the job's state."""
     from runner import submit
-    from runner.entrypoint import ATTEMPTS_FILE
+    from runner.rundir import ATTEMPTS_FILE
 
     note = source.refresh()
     data = source.data_dir
@@ -123,7 +122,7 @@ def collect(run_dir: Path, source: DirectorySource | ModalMirror, handle: JobHan
         rows=metrics.read(data),
         total_steps=plan.get("total_steps") if plan else None,
         summary=_read_json(data / report.SUMMARY_FILE),
-        attempts=_read_jsonl(data / ATTEMPTS_FILE),
+        attempts=jsonl.read(data / ATTEMPTS_FILE).records,  # a line being written is read next time
         checkpoints=source.checkpoints(),
         progress_written_at=source.progress_written_at(),
         job=f"{handle.backend} job {handle.job_id}" if handle else None,
@@ -384,21 +383,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None  # absent, or caught while being written: the next refresh reads it whole
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    try:
-        text = path.read_text()
-    except OSError:
-        return []
-    records = []
-    for line in text.splitlines(keepends=True):
-        if line.endswith("\n") and line.strip():  # a last line still being written is read next time
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                continue
-    return records
 
 
 def _can_encode(out: TextIO, text: str) -> bool:

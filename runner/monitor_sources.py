@@ -18,12 +18,12 @@ from runner import checkpoint, metrics
 from runner.backends import modal_plan
 from runner.backends.base import JobHandle
 from runner.backends.modal_backend import PLAN_FILE as MODAL_PLAN_FILE
-from runner.entrypoint import ATTEMPTS_FILE, MANIFEST_FILE
 from runner.errors import BackendError
+from runner.files import write_atomic
+from runner.report import CSV_FILE as PROGRESS_FILE  # written when a run stops or finishes, never while it trains
 from runner.report import SUMMARY_FILE
+from runner.rundir import ATTEMPTS_FILE, CHECKPOINTS_DIR, MANIFEST_FILE
 
-CHECKPOINTS_DIR = "checkpoints"
-PROGRESS_FILE = "metrics.csv"  # written by runner.report when a run stops or finishes, never while it trains
 MIRROR_DIR = "monitor"  # RUN/jobs/<submission>/monitor/: a Modal run's small files as last read from its volume
 LISTING_FILE = "listing.json"  # in the mirror: the volume's listing of the run (file times, checkpoints)
 # What the monitor copies from a volume: everything it shows, and none of the large files (checkpoints, adapter).
@@ -192,12 +192,12 @@ class ModalMirror:
             if entry is None:
                 local.unlink(missing_ok=True)  # not written yet there, so not shown here
             elif not local.is_file() or before.get(name) != [entry.mtime, entry.size]:
-                _write_atomic(local, volume.read(f"{self.remote}/{name}"))
+                write_atomic(local, volume.read(f"{self.remote}/{name}"))
         listed = volume.listdir(f"{self.remote}/{CHECKPOINTS_DIR}", recursive=True) if CHECKPOINTS_DIR in top else []
         listing = {"files": {name: [entry.mtime, entry.size] for name, entry in top.items() if not entry.is_dir},
                    "checkpoints": [asdict(entry) for entry in checkpoints_from_volume(listed)]}
         # Written last: a copy interrupted above is compared against the older listing, and fetched again.
-        _write_atomic(self.data_dir / LISTING_FILE, json.dumps(listing).encode())
+        write_atomic(self.data_dir / LISTING_FILE, json.dumps(listing).encode())
 
     def checkpoints(self) -> list[CheckpointEntry]:
         return [CheckpointEntry(**entry) for entry in _read_listing(self.data_dir).get("checkpoints", [])]
@@ -240,8 +240,3 @@ def _read_listing(mirror: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
 
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)  # the renderer never reads half a file

@@ -13,14 +13,17 @@ from typing import Any, TextIO
 import yaml
 
 from runner import config as config_module
+from runner import rundir
 from runner.backends.base import JobSpec
-from runner.entrypoint import PREFLIGHT_REPORT as REPORT_FILE
-from runner.entrypoint import RECOMMENDED_CONFIG as RECOMMENDED_FILE
-from runner.errors import PreflightError
+from runner.errors import OutputDirError, PreflightError
+from runner.files import write_atomic
 from runner.preflight import Report
 from runner.recommend import Recommendation
+from runner.rundir import PREFLIGHT_REPORT as REPORT_FILE
+from runner.rundir import RECOMMENDED_CONFIG as RECOMMENDED_FILE
 
-HEADER = "# Written by lockstep preflight"  # marks files --apply may overwrite
+HEADER = "# Written by lockstep preflight"  # marks the recommended configs preflight may overwrite
+WRITTEN_BY = "lockstep preflight"  # the same mark in preflight_report.json
 MARKS = {"ok": "✓", "warning": "⚠", "error": "✗"}
 
 
@@ -57,19 +60,57 @@ def _print_recommendation(advice: Recommendation, spec: JobSpec, stream: TextIO)
 
 
 def write(report: Report, spec: JobSpec) -> Path:
-    """preflight_report.json and recommended_config.yaml in the run directory; returns the report's path."""
-    run_dir = spec.run_dir
+    """preflight_report.json and recommended_config.yaml in the run directory (the record of a run's start);
+    returns the report's path. OutputDirError, with nothing written, where preflight may not write."""
+    check_destination(spec.run_dir)
+    spec.run_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(spec.run_dir / REPORT_FILE, json.dumps(as_json(report, spec), indent=2) + "\n")
+    write_atomic(spec.run_dir / RECOMMENDED_FILE, recommended_yaml(report, spec))
+    return spec.run_dir / REPORT_FILE
+
+
+def check_destination(run_dir: Path) -> None:
+    """OutputDirError (exit 5) if preflight may not write the record of a run's start into `run_dir`."""
+    rundir.check_usable(run_dir)
+    problem = destination_problem(run_dir, standalone=False)
+    if problem:
+        raise OutputDirError(f"{problem}; nothing was written. Move it aside, or choose another output_dir")
+
+
+def destination_problem(run_dir: Path, *, standalone: bool) -> str | None:
+    """Why preflight may not write its files into `run_dir`, or None. It writes only where a run is or will be,
+    never over a file it did not write, and `lockstep preflight` alone leaves a started run's record as it is."""
     if run_dir.exists() and not run_dir.is_dir():
-        raise PreflightError(f"output_dir {run_dir} exists and is not a directory; choose another output_dir")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / REPORT_FILE).write_text(json.dumps(as_json(report, spec), indent=2) + "\n")
-    (run_dir / RECOMMENDED_FILE).write_text(recommended_yaml(report, spec))
-    return run_dir / REPORT_FILE
+        return f"output_dir {run_dir} exists and is not a directory"
+    if rundir.has_run_content(run_dir) and not rundir.is_run(run_dir):
+        return f"output_dir {run_dir} holds files that are not a lockstep run"
+    if standalone and rundir.is_run(run_dir):
+        return f"{run_dir} holds a run that has started, whose preflight record (from its latest start) is kept"
+    for name in (REPORT_FILE, RECOMMENDED_FILE):
+        if (run_dir / name).exists() and not _written_by_preflight(run_dir / name):
+            return f"{run_dir / name} was not written by lockstep preflight"
+    return None
+
+
+def _written_by_preflight(path: Path) -> bool:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    if path.suffix == ".yaml":
+        return text.startswith(HEADER)
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return False
+    # Reports written before the mark existed have the same shape.
+    return isinstance(record, dict) and (record.get("written_by") == WRITTEN_BY or {"checks", "passed", "written_at"} <= set(record))
 
 
 def as_json(report: Report, spec: JobSpec) -> dict[str, Any]:
     advice = report.recommendation
     return {
+        "written_by": WRITTEN_BY,
         "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "config": str(spec.config_path), "overrides": list(spec.overrides), "backend": report.backend, "host": platform.node(),
         "passed": not report.blocking,
@@ -120,16 +161,17 @@ def apply(report: Report, spec: JobSpec, target: Path | None) -> Path:
     config_module.from_dict(yaml.safe_load(text), problems)
     if problems:  # a bug here, not the user's: never leave a config behind that would not load
         raise PreflightError(f"the recommended config would not load ({'; '.join(problems)}); nothing was written")
-    path.write_text(text)
+    write_atomic(path, text)
     return path
 
 
-def refuse(report: Report, run_dir: Path) -> None:
+def refuse(report: Report, run_dir: Path, *, written: bool = True) -> None:
     """Raise PreflightError naming each blocking check and how to waive it."""
     blocking = report.blocking
     lines = [f"{check.name}: {check.summary}" + (f" -> fix: {check.fix}" if check.fix else "") for check in blocking]
     names = " ".join(f"--waive {name}" for name in dict.fromkeys(check.name for check in blocking))
     raise PreflightError(
         f"preflight found {len(blocking)} problem(s); nothing was started:\n  - " + "\n  - ".join(lines)
-        + f"\nThe full report is in {run_dir / REPORT_FILE}. To run anyway, accept each explicitly: {names}"
+        + (f"\nThe full report is in {run_dir / REPORT_FILE}." if written else "")
+        + f"\nTo run anyway, accept each explicitly: {names}"
     )

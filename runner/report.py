@@ -5,14 +5,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from runner import metrics
+from runner.files import write_atomic
 
 SUMMARY_FILE = "summary.json"
+CSV_FILE = "metrics.csv"
 PLOTS_DIR = "plots"
 # Each plot: its curves as (metrics column, what the curve is), and the y axis label.
 PLOT_SERIES: dict[str, tuple[tuple[tuple[str, str], ...], str]] = {
@@ -25,12 +26,12 @@ PLOTS = tuple(PLOT_SERIES)
 
 
 def write(run_dir: Path, extra: dict[str, Any]) -> dict[str, Any]:
-    """Write every derived output; return the summary."""
+    """Write every derived output, the summary last (its presence means finished); return the summary."""
     rows = metrics.read(run_dir)
     write_csv(run_dir, rows)
-    summary = summarize(rows) | extra
-    replace_file(run_dir / SUMMARY_FILE, (json.dumps(summary, indent=2) + "\n").encode())  # its presence means finished: never half
     write_plots(run_dir, rows)
+    summary = summarize(rows) | extra
+    write_atomic(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     return summary
 
 
@@ -59,10 +60,11 @@ def require_finished(run_dir: Path) -> dict[str, Any]:
 
 
 def write_csv(run_dir: Path, rows: list[dict[str, Any]]) -> None:
-    with (run_dir / "metrics.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=metrics.COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=metrics.COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(run_dir / CSV_FILE, text.getvalue())
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -87,7 +89,7 @@ def write_plots(run_dir: Path, rows: list[dict[str, Any]]) -> list[Path]:
     written = []
     for name in PLOTS:
         path = out / f"{name}.png"
-        replace_file(path, render_plot(name, [(run_dir.resolve().name, rows)]))
+        write_atomic(path, render_plot(name, [(run_dir.resolve().name, rows)]))
         written.append(path)
     return written
 
@@ -127,13 +129,3 @@ def render_plot(name: str, runs: Sequence[tuple[str, list[dict[str, Any]]]]) -> 
     fig.savefig(buffer, format="png")
     plt.close(fig)
     return buffer.getvalue()
-
-
-def replace_file(path: Path, data: bytes) -> None:
-    """Write `path` through a temporary file beside it: a reader sees the old file or the new one, never part of one."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: two writers never share one
-    try:
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)

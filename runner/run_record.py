@@ -11,9 +11,9 @@ from typing import Any
 
 import yaml
 
-from runner import drift, metrics, report
-from runner.entrypoint import ATTEMPTS_FILE, CONFIG_FILE, MANIFEST_FILE
+from runner import drift, jsonl, metrics, report
 from runner.errors import OutputDirError
+from runner.rundir import ATTEMPTS_FILE, CONFIG_FILE, MANIFEST_FILE
 
 # An unfinished run that logged nothing for this long is taken as stopped: slow steps and evaluations take minutes, not hours.
 STALLED_AFTER_S = 3600
@@ -29,6 +29,7 @@ class RunRecord:
     plan: dict[str, Any] | None  # plan.json; older runs have none
     summary: dict[str, Any] | None  # summary.json, only once finished
     last_logged: float  # Unix time of the last metrics row
+    damaged: list[str]  # file:line of the lines of metrics.jsonl and attempts.jsonl that could not be read (skipped)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -42,11 +43,8 @@ def load(run_dir: Path) -> RunRecord:
         what = "does not exist" if not run_dir.exists() else "is not a directory"
         raise OutputDirError(f"run directory {run_dir} {what}; give the directory a run writes to (its config's output_dir, e.g. runs/demo)")
     metrics_file = run_dir / metrics.METRICS_FILE
-    try:
-        rows = metrics.read(run_dir)
-    except ValueError as exc:
-        raise OutputDirError(f"{metrics_file} is not JSON lines ({exc}); it is written only by `lockstep train`: restore it "
-                             f"from a copy of the run") from exc
+    rows = metrics.read(run_dir)
+    attempts = jsonl.read(run_dir / ATTEMPTS_FILE)
     if not rows:
         raise OutputDirError(f"{run_dir} has no metrics yet (no rows in {metrics_file}): a run logs them from its first "
                              f"optimizer step on; wait for it, or start it with `lockstep train {run_dir / CONFIG_FILE}`"
@@ -57,12 +55,14 @@ def load(run_dir: Path) -> RunRecord:
         path=run_dir,
         config_text=config_file.read_text(encoding="utf-8") if config_file.is_file() else None,
         manifest=_json(run_dir / MANIFEST_FILE),
-        attempts=_json_lines(run_dir / ATTEMPTS_FILE),
+        attempts=attempts.records,
         rows=rows,
         plan=_json(run_dir / metrics.PLAN_FILE),
         summary=_json(run_dir / report.SUMMARY_FILE),
         # Rows of older runs carry no time: the file was last changed when the last row was appended.
         last_logged=rows[-1].get("time") or metrics_file.stat().st_mtime,
+        # A last metrics line without its newline may still be being written; any other unreadable line is damage.
+        damaged=[f"{metrics_file}:{n}" for n in jsonl.read(metrics_file).damaged] + attempts.where(run_dir / ATTEMPTS_FILE),
     )
 
 
@@ -79,8 +79,17 @@ def status(record: RunRecord, now: float | None = None) -> str:
 
 
 def summary_values(record: RunRecord) -> dict[str, Any]:
-    """summary.json of a finished run; for an unfinished one, the same values computed from the metrics so far."""
-    return record.summary if record.summary is not None else report.summarize(record.rows)
+    """summary.json of a finished run (its `last_attempt` figures as `last attempt: KEY`); for an unfinished one,
+    the same values computed from the metrics so far."""
+    if record.summary is None:
+        return report.summarize(record.rows)
+    flat: dict[str, Any] = {}
+    for key, value in record.summary.items():
+        if isinstance(value, dict):
+            flat |= {f"{key.replace('_', ' ')}: {inner}": item for inner, item in value.items()}
+        else:
+            flat[key] = value
+    return flat
 
 
 def environment_facts(record: RunRecord) -> dict[str, str]:
@@ -164,12 +173,3 @@ def _json(path: Path) -> dict[str, Any] | None:
         raise OutputDirError(f"{path} is not valid JSON ({exc}); lockstep writes it whole, so it was changed by hand or "
                              "damaged: restore it from a copy of the run") from exc
     return loaded if isinstance(loaded, dict) else None
-
-
-def _json_lines(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    try:
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except ValueError as exc:
-        raise OutputDirError(f"{path} is not JSON lines ({exc}); restore it from a copy of the run") from exc

@@ -1,7 +1,9 @@
 """The stacks declared in lockfiles/stacks.toml, and whether each one's lock is current.
 
 A lock (`lockfiles/<stack>.txt`) records the sha256 of the `.in` file it was compiled from;
-a lock whose `.in` has changed since is stale, and nothing installs from it.
+a lock whose `.in` has changed since is stale, and nothing installs from it. The last line of
+its header records the sha256 of its body (every line after that one): a lock edited by hand
+(a package deleted, say) no longer matches it, and nothing installs from it either.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from runner.errors import StackError
 LOCKFILES = Path(__file__).resolve().parent.parent / "lockfiles"
 STACKS_FILE = "stacks.toml"
 INPUT_HASH = re.compile(r"^# input sha256: ([0-9a-f]{64})$", re.MULTILINE)
+BODY_HASH_LINE = "# body sha256: "  # the last line of a lock's header
+BODY_HASH = re.compile(re.escape(BODY_HASH_LINE).encode() + rb"([0-9a-f]{64})")
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)", re.MULTILINE)
 ACCELERATORS = ("cpu", "cuda", "metal")
 FIELDS = (
@@ -50,14 +54,49 @@ class Stack:
         return hashlib.sha256(self.input_file.read_bytes()).hexdigest()
 
     def lock_problem(self) -> str | None:
-        """None if the lock exists and matches its `.in` file, else what is wrong and how to fix it."""
+        """None if the lock exists, matches its `.in` file and its body is the one it was made with,
+        else what is wrong and how to fix it."""
         fix = f"run `nox -s lock -- {self.name}`"
         if not self.lock_file.is_file():
             return f"stack {self.name} has no lock ({self.lock_file.name}); {fix}"
-        match = INPUT_HASH.search(self.lock_file.read_text())
+        data = self.lock_file.read_bytes()
+        match = INPUT_HASH.search(data.decode(errors="replace"))
         if match is None or match.group(1) != self.input_sha256():
             return f"the lock of stack {self.name} is stale: {self.input_file.name} changed since {self.lock_file.name} was made; {fix}"
-        return None
+        recorded, body = split_lock(data)
+        if recorded == body_sha256(body):
+            return None
+        shown, line = f"{self.root.name}/{self.lock_file.name}", f"`{BODY_HASH_LINE.strip()}` line"
+        if recorded is None:
+            what = (f"{shown} has no {line} at the end of its header: it was made by an older lockstep, "
+                    "or edited after it was made")
+        else:
+            what = f"{shown} was edited after it was made: its body no longer matches the {line} of its header"
+        return (f"{what}, so nothing is installed from it. Re-lock the stack with `nox -s lock -- {self.name}`, "
+                f"or restore the file from version control: `git checkout {shown}`")
+
+
+def body_sha256(body: bytes | str) -> str:
+    """The digest a lock's header records of its body: one function for the writer and the checker."""
+    return hashlib.sha256(body.encode() if isinstance(body, str) else body).hexdigest()
+
+
+def split_lock(lock: bytes) -> tuple[str | None, bytes]:
+    """The body digest a lock's header records and the body (every byte after that line).
+
+    Only the header counts, the comment lines before the first package: a digest line further down
+    would let lines above it go unchecked. (None, the whole lock) when the header has no such line.
+    """
+    position = 0
+    while lock.startswith(b"#", position):
+        end = lock.find(b"\n", position)
+        if end == -1:
+            break
+        match = BODY_HASH.fullmatch(lock, position, end)
+        if match:
+            return match.group(1).decode(), lock[end + 1:]
+        position = end + 1
+    return None, lock
 
 
 def normalize(name: str) -> str:

@@ -11,10 +11,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from runner import backends, limits, shell
+from runner import backends, limits, run_lock, rundir, shell
 from runner.backends import jobs
 from runner.backends.base import JobHandle, JobSpec, JobState
-from runner.entrypoint import move_aside
 from runner.errors import BackendError
 from runner.problems import Problem
 from runner.report import load_summary
@@ -28,14 +27,31 @@ def limit_problems(spec: JobSpec, backend_name: str) -> list[Problem]:
     return problems
 
 
+def claim(spec: JobSpec, backend_name: str, *, fresh: bool) -> None:
+    """Make the run directory this command's before anything is written into it: refuse one another lockstep
+    process writes (exit 14) or one that holds something else (exit 5); --fresh moves the earlier run aside
+    first. The lock is held until this process ends (a job it starts here inherits it)."""
+    if fresh:
+        start_fresh(spec, backend_name)
+    else:
+        rundir.check_usable(spec.run_dir)
+    run_lock.acquire(spec.run_dir)
+
+
 def start_fresh(spec: JobSpec, backend_name: str) -> None:
     """--fresh: move the earlier run aside before anything new (preflight's report, a job) is written into its directory."""
     if backend_name == "modal":
         raise BackendError("--fresh cannot move a run aside inside a Modal volume; set another output_dir for a new run")
     if backend_name in backends.SCHEDULED:
         _refuse_second_job(spec.run_dir)
-    if spec.run_dir.is_dir() and any(spec.run_dir.iterdir()):
-        say(f"--fresh: moved the earlier run to {move_aside(spec.run_dir)}")
+    run_dir = spec.run_dir
+    if not (run_dir.is_dir() and any(run_dir.iterdir())):
+        return
+    # A directory of lockstep's may be in use by another lockstep; one of someone else's cannot be.
+    key = run_lock.acquire(run_dir) if rundir.is_run(run_dir) or (run_dir / rundir.LOCK_FILE).exists() else None
+    say(f"--fresh: moved the earlier run to {rundir.move_aside(run_dir)}")
+    if key is not None:
+        run_lock.release(key)
 
 
 def submit(spec: JobSpec, backend_name: str, *, dry_run: bool) -> int:

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from runner.config import RunConfig
 from runner.errors import TrackingError
+from runner.files import write_atomic
 
 STATE_FILE = "tracking.json"
 TENSORBOARD_DIR = "tensorboard"
@@ -188,4 +189,4 @@ def _read_state(run_dir: Path) -> dict[str, Any]:
 
 def _write_state(run_dir: Path, state: dict[str, Any]) -> None:
     if state:
-        (run_dir / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+        write_atomic(run_dir / STATE_FILE, json.dumps(state, indent=2) + "\n")

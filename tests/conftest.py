@@ -44,12 +44,34 @@ def hostile_project(tmp_path: Path, directory: str, output: str) -> Path:
 
 
 def nothing_but_preflight(run_dir: Path) -> bool:
-    """The run directory holds preflight's report and nothing else: no training started."""
-    return sorted(path.name for path in run_dir.iterdir()) == ["preflight_report.json", "recommended_config.yaml"]
+    """The run directory holds preflight's report (and the lock the refused command held) and nothing else: no training started."""
+    from runner.rundir import LOCK_FILE
+
+    return sorted(path.name for path in run_dir.iterdir() if path.name != LOCK_FILE) == ["preflight_report.json", "recommended_config.yaml"]
 
 
 def _env() -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A factory of small tmpfs mounts (`tmpfs("2500k")`), unmounted after the test: a real full disk
+    (mounting needs root, as in CI; elsewhere the test skips, and test_injected_write_failure covers the path)."""
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        point = tmp_path / f"tmpfs-{len(mounted)}"
+        point.mkdir()
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)], capture_output=True, text=True)
+        if result.returncode != 0:
+            _skip(f"cannot mount a small tmpfs here ({result.stderr.strip()})")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", "-l", str(point)], check=False)
 
 
 @pytest.fixture(scope="session")

@@ -27,7 +27,9 @@ from runner.errors import ImageError
 NAME = "docker"
 CACHE_IN_CONTAINER = "/cache/lockstep"
 HF_HOME_IN_CONTAINER = "/cache/huggingface"
-SECRETS = ("HF_TOKEN",)  # passed by name: the value never appears in a command line
+# Passed by name, so no value appears in a command line: the Hub token, and the run directory's lock this
+# process holds, which the job in the container inherits (runner.run_lock).
+PASSED_THROUGH = ("HF_TOKEN", "LOCKSTEP_RUN_LOCK")
 
 
 def train(args: argparse.Namespace, config: RunConfig) -> int:
@@ -67,7 +69,7 @@ def prepare(
     env = {"HOME": "/tmp", "LOCKSTEP_CACHE": CACHE_IN_CONTAINER, "HF_HOME": HF_HOME_IN_CONTAINER,
            "LOCKSTEP_IMAGE": image, "LOCKSTEP_IMAGE_ID": image_id}
     argv += [f"--env={key}={value}" for key, value in env.items()]
-    argv += [f"--env={name}" for name in SECRETS if name in environ]
+    argv += [f"--env={name}" for name in PASSED_THROUGH if name in environ]
     if gpus:  # docker's NVIDIA runtime flag; podman reaches GPUs through CDI
         argv.append("--gpus=all" if tool == "docker" else "--device=nvidia.com/gpu=all")
     processes = config.resources.processes_per_node

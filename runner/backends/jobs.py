@@ -9,8 +9,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from runner.backends.base import JobHandle, Submission
+from runner.files import write_atomic
+from runner.rundir import JOBS_DIR
 
-JOBS_DIR = "jobs"
 HANDLE_FILE = "handle.json"
 
 
@@ -21,12 +22,12 @@ def new_submission_id() -> str:
 def write_files(job_dir: Path, submission: Submission) -> None:
     job_dir.mkdir(parents=True, exist_ok=True)
     for name, text in submission.files.items():
-        (job_dir / name).write_text(text)
+        write_atomic(job_dir / name, text)
 
 
 def save(handle: JobHandle) -> None:
     record = asdict(handle) | {"job_dir": str(handle.job_dir)}
-    (handle.job_dir / HANDLE_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    write_atomic(handle.job_dir / HANDLE_FILE, json.dumps(record, indent=2) + "\n")
 
 
 def latest(run_dir: Path) -> JobHandle | None:

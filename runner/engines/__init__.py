@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner.checkpoint import Checkpoint, CheckpointStore, StorageHook
+from runner.checkpoint import Checkpoint, CheckpointStore, StorageHook, Totals
 from runner.config import RunConfig
 from runner.errors import EngineError
 from runner.signals import StopFlag
@@ -39,8 +39,8 @@ class Result:
     steps: int
     train_rows: int
     valid_rows: int
-    train_tokens: int  # non-padding tokens consumed by training steps
-    wall_time_s: float  # this attempt's training loop alone (model loading excluded)
+    attempt: Totals  # this attempt's tokens, training loop time (model loading excluded) and saves
+    totals: Totals  # the same for the whole run: the attempts before it (recorded in the checkpoint it resumed from) and this one
     stopped: bool  # a stop signal ended the run early, after a checkpoint
     details: dict[str, Any]
 

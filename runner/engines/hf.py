@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import time
+import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,16 +14,17 @@ import transformers
 from peft import LoraConfig, get_peft_model
 from trl import SFTConfig, SFTTrainer
 
-from runner import data
-from runner.checkpoint import Policy
+from runner import data, distributed
+from runner.checkpoint import Checkpoint, Policy, Totals
 from runner.config import RunConfig
 from runner.engines import Result, TrainContext
 from runner.engines.hf_callbacks import MetricsCallback, ProgressCallback, TokenCounter
-from runner.engines.hf_checkpoint import Checkpointer, SaveTrigger
+from runner.engines.hf_checkpoint import TRAINING_STATE, Checkpointer, SaveTrigger
 from runner.engines.hf_compat import dtype_argument, sft_config, tokenizer_argument
 from runner.engines.model_files import load_tokenizer, resolve_model
 from runner.engines.schedule import eval_interval, total_steps, warmup_steps
 from runner.errors import EngineError
+from runner.final_outputs import copier, publish
 from runner.metrics import MetricsLog
 
 ADAPTER_DIR = "adapter"
@@ -36,14 +38,25 @@ def train(config: RunConfig, context: TrainContext) -> Result:
     tokenizer = load_tokenizer(model_path, config)
     train_set = _load_split(config.data.train, config, tokenizer)
     valid_set = _load_split(config.data.valid, config, tokenizer) if config.data.valid else None
+    steps = total_steps(config, len(train_set.input_ids))
+    resume = context.resume_from
+    carried = Totals.recorded(resume)
+    facts = {"engine": "hf", "train_rows": len(train_set.input_ids), "valid_rows": len(valid_set.input_ids) if valid_set else 0}
+    details = {"precision": precision, "device": _device(), "truncated_rows": train_set.truncated, "dropped_rows": train_set.dropped,
+               "resumed_from_step": resume.step if resume else None}
+    if resume is not None and resume.step >= steps:
+        # Stopped after its last checkpoint, before its outputs were written: training again would add a step.
+        if distributed.is_main():
+            print(f"lockstep: step {resume.step} of {steps} is done: writing the run's outputs from {resume.path.name}", file=sys.stderr)
+            _publish_adapter(context, resume)
+        return Result(**facts, steps=resume.step, attempt=Totals(), totals=carried, stopped=False, details=details)
 
     transformers.set_seed(config.train.seed)  # LoRA init draws from the global RNG
     model = get_peft_model(load_model(model_path, config, precision), lora_config(config))
-    steps = total_steps(config, len(train_set.input_ids))
+    _sort_target_modules(model)
     policy = Policy(every_percent=config.checkpoint.every_percent, every_minutes=config.checkpoint.every_minutes, total_steps=steps)
     tokens = TokenCounter()
     metrics = MetricsCallback(MetricsLog(context.run_dir, total_steps=steps, trackers=context.trackers), tokens)
-    resume = context.resume_from
     trainer = LockstepTrainer(
         model=model,
         args=training_arguments(config, context.run_dir, precision, steps, has_eval=valid_set is not None, resuming=resume is not None,
@@ -57,35 +70,41 @@ def train(config: RunConfig, context: TrainContext) -> Result:
     trainer.token_counter = tokens
     trainer.checkpointer = checkpointer = Checkpointer(
         context.store, policy, keep_last=config.checkpoint.keep_last, meta=context.checkpoint_meta,
-        after_checkpoint=context.after_checkpoint,
+        after_checkpoint=context.after_checkpoint, carried=carried,
     )
     trainer.remove_callback(transformers.PrinterCallback)  # lockstep's bar and metrics replace its raw dict prints
-    started = time.perf_counter()
+    checkpointer.begin()
     try:
         trainer.train(resume_from_checkpoint=str(resume.path) if resume else None)
     finally:
         progress.close()  # the trainer skips on_train_end when a step or a save raises
-    wall = time.perf_counter() - started
     stopped = context.stop.requested and trainer.state.global_step < steps
-    if not stopped:
-        trainer.save_model(str(context.run_dir / ADAPTER_DIR))
-    return Result(
-        engine="hf",
-        steps=trainer.state.global_step,
-        train_rows=len(train_set.input_ids),
-        valid_rows=len(valid_set.input_ids) if valid_set else 0,
-        train_tokens=tokens.total,
-        wall_time_s=wall,
-        stopped=stopped,
-        details={
-            "precision": precision,
-            "device": str(trainer.args.device),
-            "truncated_rows": train_set.truncated,
-            "dropped_rows": train_set.dropped,
-            "resumed_from_step": resume.step if resume else None,
-            **checkpointer.details(wall),
-        },
-    )
+    if not stopped and checkpointer.last_step != trainer.state.global_step:
+        checkpointer.save(trainer)  # the policy saves at the last step; the outputs are made from that checkpoint
+    attempt = checkpointer.attempt(tokens.total)
+    if not stopped and checkpointer.last is not None:  # rank 0, which wrote it
+        _publish_adapter(context, checkpointer.last)
+    return Result(**facts, steps=trainer.state.global_step, attempt=attempt, totals=carried + attempt, stopped=stopped, details=details)
+
+
+def _publish_adapter(context: TrainContext, final: Checkpoint) -> None:
+    """RUN/adapter: the final checkpoint's adapter files (the same bytes the trainer's save_model writes)."""
+    publish(context.run_dir, ADAPTER_DIR, copier(final.path, leave_out=TRAINING_STATE), context.store)
+
+
+def _sort_target_modules(model: Any) -> None:
+    """PEFT records the modules `all-linear` matched as a set, saved in the set's order, which changes from one
+    process to the next: sorted, identical runs write identical adapter_config.json files."""
+    for adapter in model.peft_config.values():
+        if isinstance(adapter.target_modules, set | list | tuple):
+            adapter.target_modules = sorted(adapter.target_modules)
+
+
+def _device() -> str:
+    """Where the trainer puts the model: this process's GPU, or the CPU."""
+    if not torch.cuda.is_available():
+        return "cpu"
+    return f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
 
 
 def check(config: RunConfig) -> None:

@@ -3,7 +3,8 @@
 The files inside a checkpoint are the trainer's own (adapter, optimizer.pt, scheduler.pt,
 rng_state*.pth, trainer_state.json), so `Trainer.train(resume_from_checkpoint=...)` restores
 the optimizer, scheduler, RNG states and data position; lockstep adds the atomic write,
-the completion marker, retention and the storage hook around them.
+the completion marker, retention and the storage hook around them. The final checkpoint's
+adapter files are the run's adapter/: the outputs of a finished run come from it.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from runner.checkpoint import Policy, Saver, save_failed
+from runner.checkpoint import MARKER, Policy, Saver, save_failed
 from runner.distributed import any_rank
 from runner.signals import StopFlag
+
+# What a checkpoint holds besides the adapter as PEFT saves it: the trainer's state and lockstep's marker.
+TRAINING_STATE = ("optimizer*", "scheduler*", "scaler*", "rng_state*", "trainer_state.json", MARKER)
 
 
 class SaveTrigger(TrainerCallback):
@@ -65,9 +69,10 @@ class Checkpointer(Saver):
             if main:
                 trainer.state.save_to_json(str(staging / "trainer_state.json"))
             trainer.accelerator.wait_for_everyone()
-            checkpoint = self.store.commit(step, {**self.meta, "epoch": trainer.state.epoch}) if main else None
+            tokens = trainer.token_counter.total if trainer.token_counter else 0
+            checkpoint = self.store.commit(step, self.marker_meta(tokens, epoch=trainer.state.epoch)) if main else None
         except Exception as exc:  # a full disk surfaces as OSError, or as torch's/safetensors' own errors
             if main:
                 self.store.abandon(step)
             raise save_failed(step, exc, self.store) from exc
-        self.saved_one(checkpoint)
+        self.saved_one(step, checkpoint)

@@ -3,20 +3,23 @@ same config, into the same run directory, with the same checkpoint and resume gu
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
 from tqdm.auto import tqdm
 
 from runner import data
-from runner.checkpoint import Policy
+from runner.checkpoint import Checkpoint, Policy, Totals
 from runner.config import RunConfig
 from runner.engines import Result, TrainContext, mlx_config, mlx_model
 from runner.engines import mlx_loop as loop
-from runner.engines.mlx_checkpoint import Checkpointer, restore
+from runner.engines.mlx_checkpoint import TRAINING_STATE, Checkpointer, restore
 from runner.engines.schedule import eval_interval, learning_rate, total_steps
 from runner.errors import EngineError
+from runner.final_outputs import copier, publish
 from runner.metrics import MetricsLog
 
 ADAPTER_DIR = "adapter"  # mlx-lm's format
@@ -46,17 +49,18 @@ def train(config: RunConfig, context: TrainContext) -> Result:
     pad_id = tokenizer.pad_token_id
     steps = total_steps(config, len(train_set.input_ids))
     policy = Policy(every_percent=config.checkpoint.every_percent, every_minutes=config.checkpoint.every_minutes, total_steps=steps)
-    checkpointer = Checkpointer(context.store, policy, keep_last=config.checkpoint.keep_last, meta=context.checkpoint_meta,
-                                after_checkpoint=context.after_checkpoint)
-    optimizer = loop.make_optimizer(config)
     resume = context.resume_from
+    carried = Totals.recorded(resume)
+    checkpointer = Checkpointer(context.store, policy, keep_last=config.checkpoint.keep_last, meta=context.checkpoint_meta,
+                                after_checkpoint=context.after_checkpoint, carried=carried)
+    optimizer = loop.make_optimizer(config)
     start = restore(resume.path, model, optimizer)["step"] if resume else 0
     batches = loop.Batches(train_set, config.train.per_device_batch_size, config.train.seed)
     accumulation = config.train.gradient_accumulation
     run = _Run(config, MetricsLog(context.run_dir, total_steps=steps, trackers=context.trackers), steps)
 
     model.train()
-    started = time.perf_counter()
+    checkpointer.begin()
     with tqdm(total=steps, initial=start, desc="train", unit="step", dynamic_ncols=True) as bar:
         if valid_set is not None and resume is None:
             run.log_eval(0, loop.evaluate(model, valid_set, config.train.per_device_batch_size, pad_id), batches.epoch(0), bar)
@@ -73,19 +77,23 @@ def train(config: RunConfig, context: TrainContext) -> Result:
                 run.log_eval(step, loop.evaluate(model, valid_set, config.train.per_device_batch_size, pad_id), epoch, bar)
             if context.stop.requested or policy.due(step):
                 checkpointer.save(step, model, optimizer, settings, {"epoch": epoch, "train_tokens": run.tokens}, str(model_dir))
-    wall = time.perf_counter() - started
     stopped = step < steps
+    attempt = checkpointer.attempt(run.tokens) if start < steps else Totals()
     peft_problem = None
     if not stopped:
-        mlx_model.write_adapter(model, settings, context.run_dir / ADAPTER_DIR, base=str(model_dir))
-        peft_problem = mlx_model.export_peft(model, config, model_dir, context.run_dir / PEFT_DIR)
+        # The policy always saves the last step, so the outputs come from that checkpoint: this attempt's, or the
+        # one it resumed from when an earlier attempt stopped after it, before its outputs were written.
+        final = checkpointer.last or resume
+        if checkpointer.last is None:
+            print(f"lockstep: step {start} of {steps} is done: writing the run's outputs from {final.path.name}", file=sys.stderr)
+        peft_problem = _publish(context, final, model, config, model_dir)
     return Result(
         engine="mlx",
         steps=step,
         train_rows=len(train_set.input_ids),
         valid_rows=len(valid_set.input_ids) if valid_set else 0,
-        train_tokens=run.tokens,
-        wall_time_s=wall,
+        attempt=attempt,
+        totals=carried + attempt,
         stopped=stopped,
         details={
             "precision": precision,
@@ -96,12 +104,20 @@ def train(config: RunConfig, context: TrainContext) -> Result:
             "truncated_rows": train_set.truncated,
             "dropped_rows": train_set.dropped,
             "resumed_from_step": resume.step if resume else None,
-            **checkpointer.details(wall),
             "adapter_format": "mlx-lm",
             "peft_export": PEFT_DIR if peft_problem is None and not stopped else None,
             "peft_export_skipped": peft_problem,
         },
     )
+
+
+def _publish(context: TrainContext, final: Checkpoint, model: Any, config: RunConfig, model_dir: Path) -> str | None:
+    """RUN/adapter (the final checkpoint's adapter files) and RUN/adapter_peft; returns why there is no PEFT export, if not."""
+    publish(context.run_dir, ADAPTER_DIR, copier(final.path, leave_out=TRAINING_STATE), context.store)
+    problem = mlx_model.peft_export_problem(model, model_dir)
+    if problem is None:
+        publish(context.run_dir, PEFT_DIR, lambda out: mlx_model.export_peft(model, config, out), context.store)
+    return problem
 
 
 class _Run:

@@ -15,11 +15,13 @@ from typing import Any
 import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
 
-from runner.checkpoint import Checkpoint, Saver, save_failed
+from runner.checkpoint import MARKER, Checkpoint, Saver, save_failed
 from runner.engines.mlx_model import ADAPTER_WEIGHTS, write_adapter
 
 OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "trainer_state.json"
+# What a checkpoint holds besides the adapter in mlx-lm's format (which is the run's adapter/ once it ends).
+TRAINING_STATE = (OPTIMIZER_FILE, STATE_FILE, MARKER)
 
 
 class Checkpointer(Saver):
@@ -29,7 +31,7 @@ class Checkpointer(Saver):
             checkpoint = self._write(step, model, optimizer, settings, state, base)
         finally:
             self.seconds += time.perf_counter() - started
-        self.saved_one(checkpoint)
+        self.saved_one(step, checkpoint)
 
     def _write(self, step: int, model: Any, optimizer: Any, settings: dict[str, Any], state: dict[str, Any], base: str) -> Checkpoint:
         staging = self.store.start(step)
@@ -37,7 +39,7 @@ class Checkpointer(Saver):
             write_adapter(model, settings, staging, base=base)
             mx.save_safetensors(str(staging / OPTIMIZER_FILE), dict(tree_flatten(optimizer.state)))
             (staging / STATE_FILE).write_text(json.dumps({"step": step, **state}, indent=2) + "\n")
-            return self.store.commit(step, {**self.meta, "epoch": state.get("epoch")})
+            return self.store.commit(step, self.marker_meta(state.get("train_tokens", 0), epoch=state.get("epoch")))
         except Exception as exc:  # a full disk surfaces as OSError, or as MLX's own RuntimeError
             self.store.abandon(step)
             raise save_failed(step, exc, self.store) from exc

@@ -89,17 +89,23 @@ def write_adapter(model: Any, settings: dict[str, Any], out: Path, *, base: str)
     (out / ADAPTER_CONFIG).write_text(json.dumps(described, indent=2) + "\n")
 
 
-def export_peft(model: Any, config: RunConfig, model_dir: Path, out: Path) -> str | None:
-    """The adapter as PEFT writes it, for transformers + peft; returns why not when the model's
-    module names are not transformers' (then no export is written)."""
+def peft_export_problem(model: Any, model_dir: Path) -> str | None:
+    """Why the adapter cannot be exported in PEFT's format (the model's module names are not transformers'), or None."""
+    base_names = _weight_names(model_dir)
+    for name in adapter_weights(model):
+        prefix = name.rsplit(".", 1)[0]
+        if f"{prefix}.weight" not in base_names:
+            return f"{prefix} has no counterpart among the weights of {model_dir.name}"
+    return None
+
+
+def export_peft(model: Any, config: RunConfig, out: Path) -> None:
+    """The adapter as PEFT writes it, for transformers + peft (where peft_export_problem() finds none)."""
     from safetensors.numpy import save_file
 
-    base_names = _weight_names(model_dir)
     tensors, modules = {}, set()
     for name, value in adapter_weights(model).items():
         prefix, leaf = name.rsplit(".", 1)
-        if f"{prefix}.weight" not in base_names:
-            return f"{prefix} has no counterpart among the weights of {model_dir.name}"
         # mlx-lm computes x @ A @ B; PEFT computes B(A(x)) with (out, in) matrices: the transposes.
         tensors[f"base_model.model.{prefix}.lora_{leaf[-1].upper()}.weight"] = np.array(value.astype(mx.float32)).T.copy()
         modules.add(prefix.rsplit(".", 1)[-1])
@@ -111,7 +117,6 @@ def export_peft(model: Any, config: RunConfig, model_dir: Path, out: Path) -> st
         "target_modules": sorted(modules), "bias": "none", "fan_in_fan_out": False, "inference_mode": True,
     }
     (out / ADAPTER_CONFIG).write_text(json.dumps(described, indent=2) + "\n")
-    return None
 
 
 def _weight_names(model_dir: Path) -> set[str]:

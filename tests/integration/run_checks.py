@@ -51,7 +51,10 @@ def assert_complete_run(run_dir: Path, *, min_eval_drop: float = 0.30, backend: 
         assert png.startswith(PNG_SIGNATURE) and len(png) > 5_000, name
 
     adapter = run_dir / "adapter"
-    assert json.loads((adapter / "adapter_config.json").read_text())["peft_type"] == "LORA"
+    adapter_config = json.loads((adapter / "adapter_config.json").read_text())
+    assert adapter_config["peft_type"] == "LORA"
+    # Identical runs write identical files: PEFT's set of matched modules comes out sorted.
+    assert adapter_config["target_modules"] == sorted(adapter_config["target_modules"]), adapter_config["target_modules"]
     assert (adapter / "adapter_model.safetensors").stat().st_size > 0
     return summary
 

@@ -53,3 +53,33 @@ def test_injected_write_failure_keeps_earlier_checkpoints(tmp_path, monkeypatch)
     assert all(checkpoint.verify(c.path) is None for c in store.candidates())
     assert not any(p.name.startswith(checkpoint.STAGING_PREFIX) for p in store.root.iterdir())
     assert max(row["step"] for row in metrics.read(run_dir)) == 9  # the metrics written so far are kept
+
+
+def test_a_full_disk_while_the_final_adapter_is_written_is_exit_6_and_the_rerun_only_writes_it(tmpfs):
+    run_dir = tmpfs("20m") / "run"
+    filler = run_dir.parent / "filler"
+
+    def fill_the_disk_after_the_last_checkpoint(path):
+        if path.name == "step-00000012":
+            with filler.open("wb") as handle:
+                try:
+                    while True:
+                        handle.write(b"\0" * 2**16)
+                        handle.flush()
+                except OSError:
+                    pass  # full
+
+    with pytest.raises(CheckpointError) as info:
+        entrypoint.main(short_run(run_dir), after_checkpoint=fill_the_disk_after_the_last_checkpoint)
+    message = str(info.value)
+    assert info.value.exit_code == 6 and f"could not write the run's adapter/ in {run_dir}" in message, message
+    assert "No space left on device" in message and f"the newest intact checkpoint is {run_dir / 'checkpoints' / 'step-00000012'}" in message
+    assert "no training is repeated" in message
+    assert not (run_dir / "adapter").exists() and not (run_dir / "summary.json").exists() and not list(run_dir.glob(".staging-*"))
+
+    filler.unlink()
+    summary = entrypoint.main(short_run(run_dir))
+    assert summary["steps"] == 12 and summary["attempts"] == 2 and summary["last_attempt"]["train_tokens"] == 0
+    final = run_dir / "checkpoints" / "step-00000012"
+    for name in ("adapter_model.safetensors", "adapter_config.json"):
+        assert (run_dir / "adapter" / name).read_bytes() == (final / name).read_bytes()

@@ -103,7 +103,7 @@ def test_manifest_records_the_stack_and_that_nothing_drifted(demo_run):
     recorded = json.loads((run_dir / "manifest.json").read_text())
     # `make test` builds this environment from the cpu lock (python -m runner.install cpu .venv).
     assert recorded["stack"] == "cpu" and len(recorded["lock_sha256"]) == 64
-    assert recorded["drift"] == {"clean": True, "missing": [], "changed": {}}
+    assert recorded["drift"] == {"clean": True, "missing": [], "changed": {}, "extra": []}
 
 
 def test_strict_env_refuses_drift_before_writing(tmp_path):

@@ -203,3 +203,38 @@ def test_settings_mlx_cannot_honour_are_refused_before_anything_runs(tmp_path, e
     assert result.returncode == PreflightError.exit_code, result.stderr[-3000:]
     assert "✗ engine" in result.stderr and said in result.stderr
     assert nothing_but_preflight(run_dir)
+
+
+@pytest.mark.parametrize("ending", ["train.max_steps=12", "train.epochs=0.25"], ids=["max_steps", "epochs"])
+def test_killed_mid_run_and_after_the_final_checkpoint_a_mid_epoch_run_ends_as_an_uninterrupted_one(mlx_python, tmp_path, ending):
+    """12 steps, a quarter of an epoch: a resume at the last step only writes the outputs (no thirteenth step)."""
+
+    def start(run_dir: Path, name: str) -> subprocess.Popen[bytes]:
+        settings = [ending, "checkpoint.every_percent=25", f"output_dir={run_dir}"]
+        with (tmp_path / f"{name}.log").open("wb") as log:
+            return subprocess.Popen([str(mlx_python), "-m", "runner.job", str(MLX_CONFIG), *[f"--set={s}" for s in settings]],
+                                    cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=log)
+
+    reference = tmp_path / "reference"
+    assert start(reference, "reference").wait(timeout=300) == 0, (tmp_path / "reference.log").read_text()[-3000:]
+    run_dir = tmp_path / "killed"
+    first = start(run_dir, "first")
+    wait_until(lambda: logged_step(run_dir) >= 5, first, "step 5", timeout=300)
+    first.kill()
+    first.wait()
+    second = start(run_dir, "second")
+    wait_until(lambda: (run_dir / "checkpoints" / "step-00000012").is_dir(), second, "the final checkpoint", timeout=300, pause=0.001)
+    second.kill()
+    second.wait()
+    if (run_dir / "summary.json").exists():  # the kill came too late: the same state, made by hand
+        (run_dir / "summary.json").unlink()
+    assert start(run_dir, "final").wait(timeout=300) == 0, (tmp_path / "final.log").read_text()[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps"] == 12 and summary["attempts"] == 3
+    assert summary["train_tokens"] == json.loads((reference / "summary.json").read_text())["train_tokens"]
+    for name in ("adapter/adapters.safetensors", "adapter/adapter_config.json", "adapter_peft/adapter_model.safetensors"):
+        assert (run_dir / name).read_bytes() == (reference / name).read_bytes(), f"{name} differs from the uninterrupted run's"
+    compared = ("step", "loss", "eval_loss", "lr", "grad_norm")
+    rows = [[json.loads(line)[key] for key in compared] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert rows == [[json.loads(line)[key] for key in compared] for line in (reference / "metrics.jsonl").read_text().splitlines()]
+    assert "step 12 of 12 is done: writing the run's outputs from step-00000012" in (tmp_path / "final.log").read_text()

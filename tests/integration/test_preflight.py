@@ -68,3 +68,38 @@ def test_train_passes_preflight_on_the_demo_and_leaves_its_report(tmp_path):
     assert "preflight: demo.yaml on --backend local" in result.stderr and "0 failed" in result.stderr
     report = json.loads((run_dir / "preflight_report.json").read_text())
     assert report["passed"] and report["tokens"]["max"] <= 96 and (run_dir / "summary.json").is_file()
+
+
+def test_train_on_a_directory_that_is_not_a_run_writes_nothing_there(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my notes")
+    (mine / "recommended_config.yaml").write_text("# my own recommendation\nlr: 1\n")
+    before = {path.name: path.read_bytes() for path in mine.iterdir()}
+    result = run_lockstep("train", str(DEMO_CONFIG), "--set", f"output_dir={mine}")
+    assert result.returncode == 5, result.stderr[-3000:]
+    assert "holds no lockstep run (notes.txt); nothing was written there" in result.stderr
+    assert {path.name: path.read_bytes() for path in mine.iterdir()} == before
+
+
+def test_preflight_never_overwrites_a_file_it_did_not_write(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "recommended_config.yaml").write_text("# my own\n")
+    result = run_lockstep("train", str(DEMO_CONFIG), "--set", f"output_dir={run_dir}", "--set", "train.max_steps=1")
+    assert result.returncode == 5 and "recommended_config.yaml was not written by lockstep preflight" in result.stderr, result.stderr
+    assert [p.name for p in run_dir.iterdir()] == ["recommended_config.yaml"] and (run_dir / "recommended_config.yaml").read_text() == "# my own\n"
+
+
+def test_preflight_on_a_finished_run_keeps_the_runs_record(tmp_path):
+    run_dir = tmp_path / "run"
+    args = (str(DEMO_CONFIG), "--set", f"output_dir={run_dir}", "--set", "train.max_steps=2")
+    assert run_lockstep("train", *args).returncode == 0
+    record = {name: (run_dir / name).read_bytes() for name in ("preflight_report.json", "recommended_config.yaml")}
+    result = run_lockstep("preflight", *args, "--hardware", "H100-80GB")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "planning for" in result.stdout and f"report not written: {run_dir} holds a run that has started" in result.stdout
+    assert {name: (run_dir / name).read_bytes() for name in record} == record
+    again = run_lockstep("train", *args)  # finished: nothing to do, and preflight's record of its start stays too
+    assert again.returncode == 0 and "run already complete" in again.stderr and "preflight:" not in again.stderr
+    assert {name: (run_dir / name).read_bytes() for name in record} == record

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from runner import checkpoint, metrics
-from runner.entrypoint import BEFORE_RUN
+from runner.rundir import BEFORE_RUN
 from tests.conftest import DEMO_CONFIG, run_lockstep, start_lockstep
 from tests.integration.run_checks import (
     assert_complete_run,
@@ -37,8 +37,8 @@ def train_args(run_dir: Path, *extra: str) -> tuple[str, ...]:
 
 
 def training_started(log: Path) -> bool:
-    # The progress bar appears once start-up (cleanup, resume) is over and steps run.
-    return "train:" in log.read_text(errors="replace")
+    # The progress bar ("train:  12%|...") appears once start-up (preflight, cleanup, resume) is over and steps run.
+    return re.search(r"train: +\d+%\|", log.read_text(errors="replace")) is not None
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +135,116 @@ def test_sigterm_checkpoints_at_the_next_step_and_the_next_start_continues(tmp_p
     assert steps == sorted(set(steps)), "a step was logged twice"
 
 
+def test_the_summary_of_a_resumed_run_describes_the_whole_run(tmp_path, reference_run):
+    run_dir = tmp_path / "preempted"
+    _, code = stop_with_sigterm(run_dir, train_args(run_dir), at_step=60, log=tmp_path / "stopped.log")
+    assert code == EXIT_REQUEUE, (tmp_path / "stopped.log").read_text()[-3000:]
+    assert run_lockstep(*train_args(run_dir)).returncode == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    whole_run = json.loads((reference_run / "summary.json").read_text())
+    last = summary["last_attempt"]
+    assert summary["train_tokens"] == whole_run["train_tokens"] > last["train_tokens"] > 0  # the same data, once
+    assert summary["wall_time_s"] > last["wall_time_s"] > 0 and summary["checkpoints_saved"] > last["checkpoints_saved"] >= 1
+    assert summary["tokens_per_s"] == pytest.approx(summary["train_tokens"] / summary["wall_time_s"], rel=1e-3)
+    assert last["resumed_from_step"] == summary["resumed_from_step"] >= 60
+
+
+# Runs whose last step is not the end of an epoch (48 steps make one): a trainer that resumes at the last step
+# would skip into the unfinished epoch and train one step more.
+MID_EPOCH = {"max_steps": ("--set", "train.max_steps=12"), "epochs": ("--set", "train.epochs=0.25")}
+FINAL = "step-00000012"
+
+
+@pytest.mark.parametrize("ending", MID_EPOCH.values(), ids=MID_EPOCH.keys())
+def test_killed_mid_run_and_after_the_final_checkpoint_a_mid_epoch_run_ends_as_an_uninterrupted_one(tmp_path, ending):
+    settings = (*DETERMINISTIC, *ending, "--set", "checkpoint.every_percent=25")
+    reference = tmp_path / "reference"
+    assert run_lockstep(*train_args(reference, *settings)).returncode == 0
+    run_dir = tmp_path / "killed"
+    args = train_args(run_dir, *settings)
+
+    first = start_lockstep(*args, stderr_to=tmp_path / "first.log")
+    wait_until(lambda: logged_step(run_dir) >= 5, first, "step 5")
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    second = start_lockstep(*args, stderr_to=tmp_path / "second.log")
+    wait_until(lambda: (run_dir / "checkpoints" / FINAL).is_dir(), second, "the final checkpoint", pause=0.001)
+    second.send_signal(signal.SIGKILL)  # the outputs (plots, summary) take most of a second after it
+    second.wait()
+    if (run_dir / "summary.json").exists():  # the kill came too late: the same state, made by hand
+        for name in ("summary.json", "adapter"):
+            shutil.rmtree(run_dir / name) if (run_dir / name).is_dir() else (run_dir / name).unlink()
+
+    final = run_lockstep(*args)
+    assert final.returncode == 0, final.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps"] == 12 and summary["attempts"] == 3
+    assert_same_training(run_dir, reference, f"({ending})")
+    assert_complete_run(run_dir, min_eval_drop=0.2)
+    assert (run_dir / "adapter" / "adapter_config.json").read_bytes() == (reference / "adapter" / "adapter_config.json").read_bytes()
+    assert summary["train_tokens"] == json.loads((reference / "summary.json").read_text())["train_tokens"]
+    assert f"resuming from {FINAL}" in final.stderr and f"step 12 of 12 is done: writing the run's outputs from {FINAL}" in final.stderr
+    assert "checkpoint saved" not in final.stderr and summary["last_attempt"]["train_tokens"] == 0  # nothing was trained
+
+
+def test_an_empty_config_yaml_is_no_obstacle_the_checkpoints_record_the_config(stopped_short_run, tmp_path):
+    run_dir, (newest, _, _) = copy_run(stopped_short_run, tmp_path)
+    (run_dir / "config.yaml").write_text("")  # a power loss in the middle of rewriting it
+    changed = run_lockstep(*train_args(run_dir, *SHORT, "--set", "train.learning_rate=1e-3"))
+    assert changed.returncode == 7 and "different train.learning_rate;" in changed.stderr, changed.stderr[-3000:]
+    result = run_lockstep(*train_args(run_dir, *SHORT))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"resuming from step-{newest:08d}" in result.stderr
+    assert assert_complete_run(run_dir)["steps"] == 30
+    assert "train:" in (run_dir / "config.yaml").read_text()
+
+
+def test_a_damaged_metrics_line_and_a_torn_attempts_line_are_skipped_and_named(stopped_short_run, tmp_path):
+    run_dir, (newest, _, _) = copy_run(stopped_short_run, tmp_path)
+    metrics_lines = (run_dir / "metrics.jsonl").read_text().splitlines(keepends=True)
+    metrics_lines[2] = '{"step": 2, "loss": 4.1, "eval_lo\n'  # a damaged row in the middle
+    (run_dir / "metrics.jsonl").write_text("".join(metrics_lines))
+    attempts = run_dir / "attempts.jsonl"
+    attempts.write_text(attempts.read_text() + '{"attempt": 2, "host": "x", "backe')  # an attempt killed while recording itself
+
+    result = run_lockstep(*train_args(run_dir, *SHORT))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"{run_dir / 'metrics.jsonl'}:3 is not a metrics row (damaged or cut short); it was skipped" in result.stderr
+    assert f"resuming from step-{newest:08d}" in result.stderr
+    lines = attempts.read_text().splitlines()
+    assert len(lines) == 3 and lines[1].endswith('"backe') and json.loads(lines[2])["attempt"] == 3  # never glued together
+    assert json.loads((run_dir / "summary.json").read_text())["attempts"] == 3
+
+    report = run_lockstep("report", str(run_dir))
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert f"{attempts}:2 is damaged; the report skips it" in report.stderr
+
+
+def test_retention_is_applied_at_start_after_a_kill_between_a_save_and_its_pruning(stopped_short_run, tmp_path):
+    run_dir, steps = copy_run(stopped_short_run, tmp_path)
+    shutil.copytree(run_dir / "checkpoints" / f"step-{steps[-1]:08d}", run_dir / "checkpoints" / "step-00000006")  # keep_last + 1
+    log = tmp_path / "resumed.log"
+    process = start_lockstep(*train_args(run_dir, *SHORT, "--set", "checkpoint.every_percent=100"), stderr_to=log)
+    wait_until(lambda: training_started(log), process, "training started")
+    process.send_signal(signal.SIGSTOP)  # before the next save (the last step), which would prune anyway
+    try:
+        assert sorted(c.step for c in checkpoint.CheckpointStore(run_dir).candidates()) == sorted(steps)
+        assert "removed step-00000006: beyond checkpoint.keep_last=3" in log.read_text()
+    finally:
+        process.send_signal(signal.SIGCONT)
+    assert process.wait(timeout=300) == 0, log.read_text()[-3000:]
+
+
+def test_fresh_refuses_to_move_the_current_directory_from_under_itself(tmp_path):
+    run_dir = tmp_path / "here"
+    run_dir.mkdir()
+    (run_dir / "notes.txt").write_text("mine")
+    result = run_lockstep("train", str(DEMO_CONFIG), "--fresh", "--set", "output_dir=.", cwd=run_dir)
+    assert result.returncode == 5, result.stderr[-3000:]
+    assert "holds the current directory" in result.stderr and "Traceback" not in result.stderr
+    assert (run_dir / "notes.txt").read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["here"]
+
+
 SHORT = ("--set", "train.max_steps=30", "--set", "checkpoint.every_percent=20")
 
 
@@ -190,10 +300,10 @@ def test_config_change_that_alters_training_is_refused_and_named(stopped_short_r
 
 def test_changed_data_contents_are_refused(stopped_short_run, tmp_path):
     run_dir, _ = copy_run(stopped_short_run, tmp_path)
-    manifest_file = run_dir / "manifest.json"
-    recorded = json.loads(manifest_file.read_text())
-    recorded["data_sha256"]["train"] = "0" * 64  # as if the file had been edited since the run started
-    manifest_file.write_text(json.dumps(recorded))
+    for saved in checkpoint.CheckpointStore(run_dir).candidates():  # each records the data it was trained on
+        marker = json.loads((saved.path / checkpoint.MARKER).read_text())
+        marker["data_sha256"]["train"] = "0" * 64  # as if the file had been edited since the run started
+        (saved.path / checkpoint.MARKER).write_text(json.dumps(marker))
     result = run_lockstep(*train_args(run_dir, *SHORT))
     assert result.returncode == 7 and "data.train (file contents)" in result.stderr, result.stderr[-3000:]
 
@@ -208,15 +318,9 @@ def test_harmless_config_change_resumes_with_a_warning(stopped_short_run, tmp_pa
 
 
 @pytest.fixture
-def small_filesystem(tmp_path):
-    """A 2.5 MiB tmpfs: room for about two demo checkpoints (needs root, as in CI)."""
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2500k", "tmpfs", str(mount_point)], capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.strip()}); test_injected_write_failure covers the same path")
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+def small_filesystem(tmpfs):
+    """A 2.5 MiB tmpfs: room for about two demo checkpoints."""
+    return tmpfs("2500k")
 
 
 def test_full_filesystem_during_a_save_keeps_earlier_checkpoints_and_says_so(small_filesystem):

@@ -60,8 +60,51 @@ def test_a_staging_directory_is_not_a_checkpoint_and_is_removed_at_start(tmp_pat
     (staging / "adapter_model.safetensors").write_bytes(b"half written")
     newest, rejected = store.newest_valid()
     assert newest.step == 5 and rejected == []
-    assert store.remove_abandoned() == [staging]
+    assert store.remove_abandoned() == ([staging], [])
     assert not staging.exists() and ckpt.verify(newest.path) is None
+
+
+def test_a_file_where_a_checkpoint_belongs_is_replaced_without_leaving_trash(tmp_path):
+    store = CheckpointStore(tmp_path)
+    store.root.mkdir(parents=True)
+    (store.root / "step-00000003").write_text("not a checkpoint")
+    newest, rejected = store.newest_valid()
+    assert newest is None and "unreadable completion marker" in rejected[0].reason
+    path = save(store, 3)
+    assert ckpt.verify(path) is None
+    assert [p.name for p in store.root.iterdir()] == ["step-00000003"]
+
+
+def test_leftovers_of_any_kind_are_removed_at_start(tmp_path):
+    store = CheckpointStore(tmp_path)
+    save(store, 1)
+    (store.root / ".trash-step-00000002").write_text("a file, not a directory")
+    locked = store.root / ".staging-step-00000004"
+    (locked / "deep").mkdir(parents=True)
+    (locked / "deep" / "optimizer.pt").write_bytes(b"x")
+    (locked / "deep").chmod(0)  # unreadable: its entries cannot be listed until it is made readable again
+    removed, stuck = store.remove_abandoned()
+    assert sorted(p.name for p in removed) == [".staging-step-00000004", ".trash-step-00000002"] and stuck == []
+    assert [p.name for p in store.root.iterdir()] == ["step-00000001"]
+
+
+def test_each_marker_records_the_runs_totals_up_to_it(tmp_path):
+    store = CheckpointStore(tmp_path)
+    policy = Policy(every_percent=50, every_minutes=None, total_steps=4)
+    first = ckpt.Saver(store, policy, keep_last=3, meta={"attempt": 1}, after_checkpoint=None)
+    staging = store.start(2)
+    (staging / "w").write_bytes(b"w")
+    first.saved_one(2, store.commit(2, first.marker_meta(100)))
+    totals = ckpt.Totals.recorded(first.last)
+    assert totals.train_tokens == 100 and totals.checkpoints_saved == 1 and totals.train_time_s > 0
+
+    resumed = ckpt.Saver(store, policy, keep_last=3, meta={"attempt": 2}, after_checkpoint=None, carried=totals)
+    staging = store.start(4)
+    (staging / "w").write_bytes(b"w")
+    resumed.saved_one(4, store.commit(4, resumed.marker_meta(150)))
+    whole = ckpt.Totals.recorded(resumed.last)
+    assert whole.train_tokens == 250 and whole.checkpoints_saved == 2 and whole.train_time_s > totals.train_time_s
+    assert ckpt.Totals.recorded(None) == ckpt.Totals()
 
 
 def test_recommitting_a_step_replaces_an_invalid_checkpoint_of_that_step(tmp_path):

@@ -78,7 +78,7 @@ def test_drift_follows_markers_and_reports_missing_and_changed():
     locked = drift.locked_for_here(lock)
     assert "mlx-metal" not in locked  # not for this platform (the tests run on Linux)
     result = drift.compare(locked, {"torch": "2.13.0+cpu", "numpy": "2.5.0", "pip": "25.0"})
-    assert result == {"clean": False, "missing": ["rich"], "changed": {"numpy": {"locked": "2.4.6", "installed": "2.5.0"}}}
+    assert result == {"clean": False, "missing": ["rich"], "changed": {"numpy": {"locked": "2.4.6", "installed": "2.5.0"}}, "extra": []}
     assert drift.describe(result) == "numpy 2.5.0 (locked 2.4.6); rich missing"
 
 

@@ -1,0 +1,69 @@
+"""The run directory: the names of what lockstep keeps there, whether a directory holds a run, and moving a run aside.
+
+Writers (the job, preflight, submissions) and readers (monitor, report, status) both use these names.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+from runner.errors import OutputDirError
+
+CONFIG_FILE = "config.yaml"
+MANIFEST_FILE = "manifest.json"
+ATTEMPTS_FILE = "attempts.jsonl"
+CHECKPOINTS_DIR = "checkpoints"
+JOBS_DIR = "jobs"  # runner.backends.jobs keeps submissions there
+PREFLIGHT_REPORT = "preflight_report.json"
+RECOMMENDED_CONFIG = "recommended_config.yaml"
+LOCK_FILE = ".lockstep.lock"  # runner.run_lock: one writer at a time
+# Written before a run starts (scheduler submissions, preflight's report, the lock): not the run itself.
+BEFORE_RUN = frozenset({JOBS_DIR, PREFLIGHT_REPORT, RECOMMENDED_CONFIG, LOCK_FILE})
+# Only a run that has started has one of these.
+RUN_MARKS = frozenset({CONFIG_FILE, ATTEMPTS_FILE, MANIFEST_FILE, CHECKPOINTS_DIR})
+
+
+def has_run_content(run_dir: Path) -> bool:
+    """Whether `run_dir` holds anything besides what is written before a run starts."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise OutputDirError(f"output_dir {run_dir} exists and is not a directory; choose another output_dir")
+    return run_dir.is_dir() and any(entry.name not in BEFORE_RUN for entry in run_dir.iterdir())
+
+
+def is_run(run_dir: Path) -> bool:
+    """Whether `run_dir` holds a run that has started (it may be finished, stopped or training)."""
+    return run_dir.is_dir() and any((run_dir / name).exists() for name in RUN_MARKS)
+
+
+def check_usable(run_dir: Path) -> None:
+    """OutputDirError (exit 5) if `run_dir` holds files that are not a lockstep run: nothing may be written there."""
+    if has_run_content(run_dir) and not is_run(run_dir):
+        others = sorted(entry.name for entry in run_dir.iterdir() if entry.name not in BEFORE_RUN)
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise OutputDirError(
+            f"output_dir {run_dir} is not empty and holds no lockstep run ({shown}); nothing was written there. "
+            "Choose a new directory, or pass --fresh to move its contents aside"
+        )
+
+
+def move_aside(run_dir: Path) -> Path:
+    """Rename a run directory to a timestamped sibling; runs are never deleted."""
+    if Path.cwd().resolve().is_relative_to(run_dir.resolve()):
+        raise OutputDirError(
+            f"--fresh would move {run_dir}, which holds the current directory, aside from under this command; "
+            "run it from elsewhere (e.g. the parent directory, with output_dir naming the run by its path)"
+        )
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    resolved = run_dir.resolve()
+    target = resolved.with_name(f"{resolved.name}.previous-{stamp}")
+    suffix = 1
+    while target.exists():
+        target = resolved.with_name(f"{resolved.name}.previous-{stamp}-{suffix}")
+        suffix += 1
+    try:
+        os.rename(resolved, target)
+    except OSError as exc:
+        raise OutputDirError(f"cannot move {run_dir} aside to {target}: {exc.strerror}; move or rename it yourself") from exc
+    return target
