@@ -8,7 +8,7 @@ TARGET      ?= local
 CONFIG      ?= configs/demo.yaml
 PYTEST_ARGS ?=
 
-# (wildcard: a missing lock reaches runner.install, which says how to make it)
+# (wildcard: a missing lock reaches runner.stacks.install, which says how to make it)
 CPU_LOCK    := lockfiles/cpu.in $(wildcard lockfiles/cpu.txt)
 PINNED_LOCK := lockfiles/cu121-torch251-pypi.in $(wildcard lockfiles/cu121-torch251-pypi.txt)
 
@@ -46,12 +46,12 @@ pinned-venv: $(PINNED_VENV)/.installed
 # lock stops here with the command that makes it (`nox -s lock -- STACK`).
 # The current generation (stack `cpu`), plus lockstep itself in editable mode.
 $(VENV)/.installed: $(CPU_LOCK) pyproject.toml
-	$(PYTHON) -m runner.install cpu $(VENV)
+	$(PYTHON) -m runner.stacks.install cpu $(VENV)
 	touch $@
 
 # The library generation pinned for Modal (torch 2.5.1, transformers 4.46.3, trl 0.11.4), for tests.
 $(PINNED_VENV)/.installed: $(PINNED_LOCK) pyproject.toml
-	$(PYTHON) -m runner.install cu121-torch251-pypi $(PINNED_VENV)
+	$(PYTHON) -m runner.stacks.install cu121-torch251-pypi $(PINNED_VENV)
 	touch $@
 
 clean:

@@ -61,11 +61,11 @@ def lock(session: nox.Session) -> None:
     nox -s lock -- cpu --find-links DIR a wheel directory standing in for an unreachable index
     """
     session.install("uv", "pip-tools")
-    session.run("python", "-m", "runner.locking", *session.posargs)
+    session.run("python", "-m", "runner.stacks.locking", *session.posargs)
 
 
 def _install_cpu_stack(session: nox.Session) -> None:
-    session.run("python", "-m", "runner.install", "cpu", session.virtualenv.location, external=True)
+    session.run("python", "-m", "runner.stacks.install", "cpu", session.virtualenv.location, external=True)
 
 
 @nox.session(python="3.11")
@@ -73,13 +73,13 @@ def compat(session: nox.Session) -> None:
     """The compatibility gate per stack (all by default): known-bad rules, hash-checked install
     into a fresh venv, pip check, imports, drift, and a real demo fine-tune; reports in runs/compat/."""
     session.install("packaging")
-    session.run("python", "-m", "runner.compat", *session.posargs)
+    session.run("python", "-m", "runner.stacks.compat", *session.posargs)
 
 
 @nox.session(python="3.11")
 def wheelhouse(session: nox.Session) -> None:
     """Download every wheel of the named stacks' locks into wheelhouse/STACK, hash-verified (offline installs)."""
-    session.run("python", "-m", "runner.wheelhouse", *session.posargs)
+    session.run("python", "-m", "runner.stacks.wheelhouse", *session.posargs)
 
 
 @nox.session(python="3.11")
@@ -88,10 +88,10 @@ def build(session: nox.Session) -> None:
 
     nox -s build -- cpu --base-image REF   a mirrored or private base image
     """
-    session.run("python", "-m", "runner.images", "build", *(session.posargs or ["cpu"]))
+    session.run("python", "-m", "runner.stacks.images", "build", *(session.posargs or ["cpu"]))
 
 
 @nox.session(python="3.11")
 def sif(session: nox.Session) -> None:
     """Export the named stacks' images (default: cpu) for Apptainer: an archive, and the SIF where apptainer exists."""
-    session.run("python", "-m", "runner.apptainer", *(session.posargs or ["cpu"]))
+    session.run("python", "-m", "runner.stacks.apptainer", *(session.posargs or ["cpu"]))

@@ -1,19 +1,22 @@
-"""The `lockstep` command: parses arguments, calls the runner, maps LockstepError to exit codes."""
+"""The `lockstep` command: parses the arguments, dispatches once to the command's function, and maps a LockstepError to its exit code."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Sequence
 
-from runner import backends, hardware, job, run_lock
+from runner import backends, run_lock
 from runner import config as config_module
 from runner.backends import jobs
-from runner.backends.base import JobSpec
 from runner.errors import LimitError, run_command
-from runner.report import load_summary
+from runner.job import arguments
+from runner.preflight import hardware
+from runner.rundir import load_summary
+from runner.spec import JobSpec
+from runner.util import console
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser("train", help="train a config (the run resumes where it stopped)")
-    job.add_run_arguments(train)
+    arguments.add_run_arguments(train)
     train.add_argument(
         "--backend", choices=backends.NAMES, default="local",
         help="where to run: local (this environment), docker (the stack's image, with docker or podman), "
@@ -51,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
 
     generate = commands.add_parser("generate", help="answer prompts with a finished run's model and adapter")
-    from runner import generate as generate_module
+    from runner.use import generate as generate_module
 
     generate_module.add_arguments(generate)
 
@@ -59,12 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("run_dir", metavar="RUN", type=Path, help="a finished run directory")
 
     monitor = commands.add_parser("monitor", help="a live view of a run as it trains: progress, ETA, losses, checkpoints, job state")
-    from runner import monitor as monitor_module
+    from runner.reports import monitor as monitor_module
 
     monitor_module.add_arguments(monitor)
 
     report = commands.add_parser("report", help="an HTML report of a run (RUN/report.html), or of several runs compared")
-    from runner import html_report
+    from runner.reports import html_report
 
     html_report.add_arguments(report)
 
@@ -93,79 +96,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "train" and args.backend == "local" and args.dry_run:
         # Not ignored: a --dry-run that trained for real would be the worst surprise.
         parser.error("--dry-run applies to --backend docker, slurm and modal; a local run has nothing to print but itself")
-    return run_command(lambda: _run(args))
+    return run_command(lambda: COMMANDS[args.command](args))
 
 
-def _run(args: argparse.Namespace) -> int:
-    from runner import submit
+def _train(args: argparse.Namespace) -> int:
+    """Preflight, then the backend: prepare, and submit (or print, with --dry-run)."""
+    from runner.backends import submit
 
-    if args.command in ("status", "logs", "cancel"):
-        if args.command == "logs":
-            return submit.logs(args.run_dir, args.follow)
-        return getattr(submit, args.command)(args.run_dir)
-    if args.command == "generate":
-        from runner import generate
-
-        return generate.generate(args)
-    if args.command == "merge":
-        from runner import merge
-
-        return merge.main(args.run_dir)
-    if args.command == "monitor":
-        from runner import monitor
-
-        return monitor.main(args)
-    if args.command == "report":
-        from runner import html_report
-
-        return html_report.main(args)
-    if args.command == "validate-data":
-        from runner import validate_data
-
-        config = config_module.load(args.config, args.overrides) if args.config else None
-        return validate_data.main(args.files, args.format or (config.data.format if config else "auto"), config)
-    config = config_module.load(args.config, args.overrides)  # every config problem, before anything else
-    if args.command == "check-config":
-        import yaml
-
-        print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
-        return 0
-    spec = _spec(args, config)
-    if args.command == "preflight":
-        return _preflight(args, spec)
+    spec = _spec(args)
     if not args.dry_run and _claim(args, spec):
         return 0
     _gate(args, spec)
-    if args.backend in backends.SCHEDULED:
-        return submit.submit(spec, args.backend, dry_run=args.dry_run)
-    if args.backend == "docker":
-        from runner.backends import docker
-
-        return docker.train(args, config)
-    return job.run_local(config, args)
+    return submit.start(backends.get(args.backend), spec, dry_run=args.dry_run)
 
 
 def _claim(args: argparse.Namespace, spec: JobSpec) -> bool:
     """Make the run directory this command's before anything is written there (submit.claim); True when
     the run is already finished and there is nothing to do (checked before preflight, which would
     overwrite the record of the run's start)."""
-    from runner import distributed, preflight_output, submit
+    from runner.backends import submit
+    from runner.preflight import output as preflight_output
+    from runner.training import distributed
 
     if not distributed.is_main():
         return False  # one of the workers `torchrun -m runner train` starts: rank 0 claims the run for all of them
-    if not args.fresh:
+    if not spec.fresh:
         preflight_output.check_destination(spec.run_dir)  # before anything, even the lock, is written there
-    submit.claim(spec, args.backend, fresh=args.fresh)
+    submit.claim(spec, args.backend)
     if load_summary(spec.run_dir) is None:
         return False
-    print(f"lockstep: run already complete in {spec.run_dir}; nothing to do (--fresh trains it again, keeping the old one)",
-          file=sys.stderr)
+    console.say(f"run already complete in {spec.run_dir}; nothing to do (--fresh trains it again, keeping the old one)")
     return True
 
 
-def _preflight(args: argparse.Namespace, spec: JobSpec) -> int:
-    from runner import preflight, preflight_output
+def _preflight(args: argparse.Namespace) -> int:
+    from runner.preflight import checks as preflight
+    from runner.preflight import output as preflight_output
 
+    spec = _spec(args)
     checked = preflight.run(spec, args.backend, hardware_profile=args.hardware, waive=args.waive)
     preflight_output.print_table(checked, spec, sys.stdout)
     problem = preflight_output.destination_problem(spec.run_dir, standalone=True)
@@ -185,22 +153,79 @@ def _preflight(args: argparse.Namespace, spec: JobSpec) -> int:
 
 def _gate(args: argparse.Namespace, spec: JobSpec) -> None:
     """`lockstep train` runs preflight first and starts nothing while an error is not waived."""
-    from runner import preflight, preflight_output
+    from runner.preflight import checks as preflight
+    from runner.preflight import output as preflight_output
 
-    report = preflight.run(spec, args.backend, waive=args.waive)
-    preflight_output.print_table(report, spec, sys.stderr)
+    checked = preflight.run(spec, args.backend, waive=args.waive)
+    preflight_output.print_table(checked, spec, sys.stderr)
     if not args.dry_run:
-        preflight_output.write(report, spec)
-    limit_errors = [check.summary + (f": {check.fix}" if check.fix else "") for check in report.blocking if check.name == "limits"]
+        preflight_output.write(checked, spec)
+    limit_errors = [check.summary + (f": {check.fix}" if check.fix else "") for check in checked.blocking if check.name == "limits"]
     if limit_errors:
         raise LimitError(args.backend, limit_errors)
-    if report.blocking:
-        preflight_output.refuse(report, spec.run_dir)
+    if checked.blocking:
+        preflight_output.refuse(checked, spec.run_dir)
 
 
-def _spec(args: argparse.Namespace, config: config_module.RunConfig) -> JobSpec:
+def _check_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    print(yaml.safe_dump(config_module.load(args.config, args.overrides).to_dict(), sort_keys=False), end="")
+    return 0
+
+
+def _validate_data(args: argparse.Namespace) -> int:
+    from runner.preflight import validate_data
+
+    config = config_module.load(args.config, args.overrides) if args.config else None
+    return validate_data.main(args.files, args.format or (config.data.format if config else "auto"), config)
+
+
+def _job_command(args: argparse.Namespace) -> int:
+    """status, logs, cancel: the run's latest scheduler job, asked through its own backend."""
+    from runner.backends import submit
+
+    if args.command == "logs":
+        return submit.logs(args.run_dir, args.follow)
+    return submit.status(args.run_dir) if args.command == "status" else submit.cancel(args.run_dir)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from runner.use import generate
+
+    return generate.generate(args)
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from runner.use import merge
+
+    return merge.main(args.run_dir)
+
+
+def _monitor(args: argparse.Namespace) -> int:
+    from runner.reports import monitor
+
+    return monitor.main(args)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from runner.reports import html_report
+
+    return html_report.main(args)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "train": _train, "preflight": _preflight, "check-config": _check_config, "validate-data": _validate_data,
+    "status": _job_command, "logs": _job_command, "cancel": _job_command,
+    "generate": _generate, "merge": _merge, "monitor": _monitor, "report": _report,
+}
+
+
+def _spec(args: argparse.Namespace) -> JobSpec:
+    config = config_module.load(args.config, args.overrides)  # every config problem, before anything else
     return JobSpec(config=config, config_path=Path(args.config).resolve(), overrides=tuple(args.overrides),
-                   strict_env=args.strict_env, cwd=Path(os.getcwd()), submission_id=jobs.new_submission_id())
+                   fresh=getattr(args, "fresh", False), strict_env=args.strict_env, cwd=Path(os.getcwd()),
+                   submission_id=jobs.new_submission_id())
 
 
 if __name__ == "__main__":

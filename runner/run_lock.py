@@ -33,6 +33,7 @@ from typing import Any, BinaryIO
 
 from runner.errors import RunInUse
 from runner.rundir import LOCK_FILE
+from runner.util import console
 
 TOKEN_ENV = "LOCKSTEP_RUN_LOCK"
 # Which job the holder is, for the message a second writer gets.
@@ -84,8 +85,8 @@ def acquire(run_dir: Path) -> Path:
         if exc.errno not in NO_LOCKS:
             raise
         handle.close()
-        print(f"lockstep: warning: {run_dir}'s filesystem cannot lock files ({exc.strerror}): a second lockstep writing this "
-              "run at the same time would not be stopped", file=sys.stderr, flush=True)
+        console.say(f"warning: {run_dir}'s filesystem cannot lock files ({exc.strerror}): a second lockstep writing this "
+                    "run at the same time would not be stopped")
         _held[key] = _Held(None, "")
         return key
     token = os.environ.get(TOKEN_ENV) or uuid.uuid4().hex  # a child that took over keeps its parent's token
@@ -179,4 +180,4 @@ def _command() -> str:
     program = Path(sys.argv[0]).stem if sys.argv and sys.argv[0] else "python"
     if program in ("lockstep", "__main__"):
         return f"lockstep {sys.argv[1]}" if len(sys.argv) > 1 else "lockstep"
-    return f"python -m runner.{program}" if (Path(__file__).parent / f"{program}.py").is_file() else program
+    return "python -m runner.job" if program in ("entry", "job") else program

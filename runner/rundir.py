@@ -5,17 +5,33 @@ Writers (the job, preflight, submissions) and readers (monitor, report, status) 
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from runner.errors import OutputDirError
 
-CONFIG_FILE = "config.yaml"
-MANIFEST_FILE = "manifest.json"
-ATTEMPTS_FILE = "attempts.jsonl"
-CHECKPOINTS_DIR = "checkpoints"
-JOBS_DIR = "jobs"  # runner.backends.jobs keeps submissions there
+CONFIG_FILE = "config.yaml"  # the resolved config, rewritten at every start
+MANIFEST_FILE = "manifest.json"  # the latest attempt's environment
+ATTEMPTS_FILE = "attempts.jsonl"  # every attempt's, one line each
+CHECKPOINTS_DIR = "checkpoints"  # step-NNNNNNNN/, each sealed by its COMPLETE.json (runner.training.checkpoint)
+METRICS_FILE = "metrics.jsonl"  # a row per logging event, appended as training goes
+METRICS_CSV = "metrics.csv"  # the same rows, written when a run stops or finishes
+PLAN_FILE = "plan.json"  # what the run will do, known once the data is read: {"total_steps": N}
+PLOTS_DIR = "plots"
+SUMMARY_FILE = "summary.json"  # written last: its presence means the run finished
+ADAPTER_DIR = "adapter"  # the final adapter (PEFT's format; mlx-lm's for engine mlx)
+PEFT_DIR = "adapter_peft"  # an mlx run's adapter in PEFT's format
+MERGED_DIR = "merged_model"  # `lockstep merge`: the base model with the adapter merged in
+REPORT_FILE = "report.html"  # `lockstep report`
+TRACKING_FILE = "tracking.json"  # the tracker run ids a resumed run continues
+TENSORBOARD_DIR = "tensorboard"
+TRAINER_DIR = ".trainer"  # the HF trainer's own output_dir: it writes nothing there (lockstep saves the checkpoints)
+JOBS_DIR = "jobs"  # jobs/<submission>/: a scheduler submission's files (runner.backends.jobs)
+JOB_HANDLE = "handle.json"  # in jobs/<submission>/: how to find the job again
+JOB_EVENTS = "events.jsonl"  # in jobs/<submission>/: what the Slurm job script recorded (stops, requeues)
 PREFLIGHT_REPORT = "preflight_report.json"
 RECOMMENDED_CONFIG = "recommended_config.yaml"
 LOCK_FILE = ".lockstep.lock"  # runner.run_lock: one writer at a time
@@ -67,3 +83,18 @@ def move_aside(run_dir: Path) -> Path:
     except OSError as exc:
         raise OutputDirError(f"cannot move {run_dir} aside to {target}: {exc.strerror}; move or rename it yourself") from exc
     return target
+
+
+def load_summary(run_dir: Path) -> dict[str, Any] | None:
+    """The summary of a finished run, or None if the run has not finished."""
+    path = run_dir / SUMMARY_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def require_finished(run_dir: Path) -> dict[str, Any]:
+    """The summary of a finished run; OutputDirError if `run_dir` holds none (its adapter would be missing)."""
+    summary = load_summary(run_dir)
+    if summary is None:
+        raise OutputDirError(f"{run_dir} holds no finished run (no {SUMMARY_FILE}): the adapter is written when training ends; "
+                             f"finish it with `lockstep train {run_dir / CONFIG_FILE}`")
+    return summary

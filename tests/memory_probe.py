@@ -1,4 +1,4 @@
-"""Measures the peak memory of real training runs and sets it beside runner.memory's estimate.
+"""Measures the peak memory of real training runs and sets it beside runner.preflight.memory's estimate.
 
 Measured: the peak resident memory (VmHWM) of `python -m runner.job` training a config, minus
 that of a process which has only imported the same libraries. Each run is a fresh interpreter,
@@ -115,7 +115,7 @@ def overrides(case: Case, data: Path, output: Path) -> list[str]:
 
 def estimated_bytes(case: Case) -> dict[str, float]:
     from runner.demo.tiny_model import model_config
-    from runner.memory import ModelShape, estimate
+    from runner.preflight.memory import ModelShape, estimate
 
     shape = ModelShape.from_config(json.loads(model_config(case.model).read_text()))
     result = estimate(shape, weights="fp32", compute_bytes=4, lora_rank=case.lora_rank, batch=case.batch, seq_len=case.seq_len,
@@ -137,7 +137,7 @@ def measure(case: Case, *, live: bool = False) -> dict[str, object]:
         write_long_rows(data, case.batch * case.steps, case.seq_len)
         argv = [str(DEMO_CONFIG), *(f"--set={item}" for item in overrides(case, data, Path(tmp) / "run")), "--fresh"]
         started = time.perf_counter()
-        _child(f"from runner import job\nassert job.main({argv!r}) == 0", report, live)
+        _child(f"from runner.job import entry\nassert entry.main({argv!r}) == 0", report, live)
         seconds = time.perf_counter() - started
         peak = int(report.read_text())
         summary = json.loads((Path(tmp) / "run" / "summary.json").read_text())

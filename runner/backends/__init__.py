@@ -1,24 +1,25 @@
-"""Where a run executes. `local` and `docker` run in the foreground on this machine; `slurm` (and
-`modal`) submit a job that outlives the command. Each backend module stands alone; SDKs are
-imported only inside their own module."""
+"""Where a run executes: one registry of the four backends, each behind the Backend protocol (base.py).
+`local` and `docker` run in the foreground on this machine; `slurm` and `modal` submit a job that outlives
+the command. Each backend module stands alone; SDKs are imported only inside their own module."""
 
 from __future__ import annotations
 
+import importlib
+
 from runner.backends.base import Backend
 
-FOREGROUND = ("local", "docker")
-SCHEDULED = ("slurm", "modal")
-NAMES = FOREGROUND + SCHEDULED
+# name -> (module, class): imported on first use, so `lockstep status` of a Slurm run loads nothing of Modal's
+REGISTRY = {
+    "local": ("runner.backends.local", "Local"),
+    "docker": ("runner.backends.docker", "Docker"),
+    "slurm": ("runner.backends.slurm", "Slurm"),
+    "modal": ("runner.backends.modal_backend", "Modal"),
+}
+NAMES = tuple(REGISTRY)
 
 
-def scheduled(name: str) -> Backend:
-    """The backend object of a scheduler backend, for submit/state/cancel/logs."""
-    if name == "slurm":
-        from runner.backends.slurm import Slurm
-
-        return Slurm()
-    if name == "modal":
-        from runner.backends.modal_backend import Modal
-
-        return Modal()
-    raise ValueError(f"not a scheduler backend: {name}")  # a bug: callers check SCHEDULED
+def get(name: str) -> Backend:
+    """The backend called `name` (one of NAMES: the command line offers no other)."""
+    module, cls = REGISTRY[name]
+    backend: Backend = getattr(importlib.import_module(module), cls)()
+    return backend

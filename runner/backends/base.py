@@ -1,5 +1,5 @@
-"""What backends share: the job spec they receive, the Submission prepare() returns, the handle
-submit() returns, and the Backend protocol. Behaviour is shared through plain functions, not here."""
+"""What backends share: the Submission prepare() returns, what submit() started, the handle of a detached
+job, its state, and the Backend protocol. Behaviour is shared through plain functions, not here."""
 
 from __future__ import annotations
 
@@ -8,34 +8,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from runner.config import RunConfig
-from runner.problems import Problem
-
-
-@dataclass(frozen=True, kw_only=True)
-class JobSpec:
-    """One run to submit: the resolved config, and where it was asked for."""
-
-    config: RunConfig
-    config_path: Path  # absolute
-    overrides: tuple[str, ...] = ()
-    strict_env: bool = False
-    cwd: Path  # absolute; relative paths in the config start here, on every backend
-    submission_id: str  # names the job's directory, RUN/jobs/<submission_id>/
-
-    @property
-    def run_dir(self) -> Path:
-        path = Path(self.config.output_dir).expanduser()
-        return path if path.is_absolute() else self.cwd / path
-
-    @property
-    def job_dir(self) -> Path:
-        return self.run_dir / "jobs" / self.submission_id
+from runner.errors import BackendError
+from runner.problems import Check
+from runner.spec import JobSpec
 
 
 @dataclass(frozen=True, kw_only=True)
 class Submission:
-    files: Mapping[str, str]  # name -> contents, written before submitting (e.g. a job script)
+    files: Mapping[str, str]  # name -> contents, written into RUN/jobs/<id>/ before submitting (e.g. a job script)
     argv: tuple[str, ...]  # the command that submits or runs the job
     create_dirs: tuple[str, ...] = ()  # host directories that must exist first (mount sources)
 
@@ -52,6 +32,14 @@ class JobHandle:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Started:
+    """What submit() did: a detached job (its handle), or a foreground run, over (its exit code)."""
+
+    handle: JobHandle | None = None
+    exit_code: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
 class JobState:
     state: str  # PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT, PREEMPTED, UNKNOWN...
     reason: str = ""  # the scheduler's reason (e.g. BeginTime, Priority) or what is known
@@ -64,11 +52,20 @@ class JobState:
 
 
 class Backend(Protocol):
-    name: ClassVar[str]
+    """Where a run executes. Foreground backends (local, docker) run it to its end in submit(); detached ones
+    (slurm, modal) leave a job that outlives the command, found again from the run directory by its handle."""
 
-    def check(self, spec: JobSpec) -> list[Problem]: ...  # platform limits; no network
-    def prepare(self, spec: JobSpec) -> Submission: ...  # pure: files and the command
-    def submit(self, spec: JobSpec, submission: Submission) -> JobHandle: ...  # the one side effect
+    name: ClassVar[str]
+    detached: ClassVar[bool]
+
+    def check(self, spec: JobSpec) -> list[Check]: ...  # the platform's limits; no network, nothing written
+    def prepare(self, spec: JobSpec) -> Submission: ...  # pure: the files and the command
+    def submit(self, spec: JobSpec, submission: Submission) -> Started: ...  # the one side effect
     def state(self, handle: JobHandle) -> JobState: ...
     def cancel(self, handle: JobHandle) -> None: ...
     def logs(self, handle: JobHandle, follow: bool = False) -> Iterator[str]: ...
+
+
+def no_job(backend: str) -> BackendError:
+    """What a foreground backend says when asked about a job: it never leaves one behind."""
+    return BackendError(f"--backend {backend} runs in the foreground and leaves no job to ask about; its output is where it ran")

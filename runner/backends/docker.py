@@ -1,6 +1,6 @@
 """`--backend docker`: the run inside its stack's image (docker or podman), its files on the host.
 
-The image is built first if the current files have none (`runner.images`). The container
+The image is built first if the current files have none (`runner.stacks.images`). The container
 sees the working directory, the config, data, model and run directory at the same paths as
 the host, so relative paths in a config mean the same thing in both, and runs as the
 invoking user, so the run directory stays the user's. The run directory is written through
@@ -9,93 +9,111 @@ the mount: a stopped or crashed container resumes like a local run.
 
 from __future__ import annotations
 
-import argparse
-import csv
-import io
 import os
-import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
-from runner import containers, environment, foreground, images, job, shell, stacks
-from runner.backends import paths
-from runner.backends.base import Submission
-from runner.config import RunConfig
-from runner.demo import tiny_model
-from runner.errors import ImageError
+from runner import stacks
+from runner.backends import limits, paths
+from runner.backends.base import JobHandle, JobState, Started, Submission, no_job
+from runner.job import arguments
+from runner.problems import Check
+from runner.spec import JobSpec
+from runner.stacks import containers, environment, images
+from runner.stacks.containers import mount_option
+from runner.util import cache, console, foreground
 
-NAME = "docker"
 CACHE_IN_CONTAINER = "/cache/lockstep"
 HF_HOME_IN_CONTAINER = "/cache/huggingface"
 # Passed by name, so no value appears in a command line: the Hub token, and the run directory's lock this
 # process holds, which the job in the container inherits (runner.run_lock).
 PASSED_THROUGH = ("HF_TOKEN", "LOCKSTEP_RUN_LOCK")
+NOT_BUILT = "(built before the run if missing)"  # the image id a --dry-run shows
 
 
-def train(args: argparse.Namespace, config: RunConfig) -> int:
-    stack = stacks.get(environment.container_stack(config.stack))
-    tool = containers.find("run")
-    if args.dry_run:
-        ref, image_id = images.spec(stack).tag, "(built before the run if missing)"
-    else:
-        built = images.build(stack, tool=tool)
-        ref, image_id = built.spec.tag, built.info.id
-    submission = prepare(
-        config, Path(args.config), args.overrides, tool=tool.name, image=ref, image_id=image_id, gpus=stack.accelerator == "cuda",
-        fresh=args.fresh, strict_env=args.strict_env, host_cache=tiny_model.cache_dir().parent, hf_home=paths.host_hf_home(),
-        cwd=Path.cwd(), user=f"{os.getuid()}:{os.getgid()}", environ=os.environ,
-    )
-    if args.dry_run:
-        print(shell.join(submission.argv))
-        return 0
-    for directory in submission.create_dirs:
-        Path(directory).mkdir(parents=True, exist_ok=True)
-    return submit(submission)
+@dataclass(frozen=True, kw_only=True)
+class Host:
+    """What the container command takes from the machine it starts on."""
+
+    tool: str  # docker or podman
+    user: str  # uid:gid the container runs as
+    cache: Path  # lockstep's cache (built-in models), shared with the container
+    hf_home: Path  # the Hugging Face cache, shared with the container
+    environ: Mapping[str, str]
+
+    @classmethod
+    def here(cls) -> Host:
+        return cls(tool=containers.find("run").name, user=f"{os.getuid()}:{os.getgid()}", cache=cache.root(),
+                   hf_home=paths.host_hf_home(), environ=os.environ)
 
 
-def prepare(
-    config: RunConfig, config_path: Path, overrides: list[str], *, tool: str, image: str, image_id: str, gpus: bool,
-    fresh: bool, strict_env: bool, host_cache: Path, hf_home: Path, cwd: Path, user: str, environ: Mapping[str, str],
-) -> Submission:
-    """The exact `docker run` / `podman run` command; pure, so it can be compared with a golden file."""
-    cwd = cwd.resolve()
-    output_dir = paths.absolute(config.output_dir, cwd)
-    mounts = [(cwd, cwd, "rw"), (host_cache, Path(CACHE_IN_CONTAINER), "rw"), (hf_home, Path(HF_HOME_IN_CONTAINER), "rw")]
-    if not paths.inside(output_dir, cwd):
-        mounts.append((output_dir, output_dir, "rw"))
-    mounts += [(path, path, "ro") for path in paths.outside(paths.inputs(config, config_path, cwd), cwd)]
-    argv = [tool, "run", "--rm", f"--user={user}", f"--workdir={cwd}", "--ipc=host", f"--label=io.lockstep.run={output_dir}"]
-    argv += [f"--mount={mount_option(source, target, mode)}" for source, target, mode in mounts]
-    env = {"HOME": "/tmp", "LOCKSTEP_CACHE": CACHE_IN_CONTAINER, "HF_HOME": HF_HOME_IN_CONTAINER,
-           "LOCKSTEP_IMAGE": image, "LOCKSTEP_IMAGE_ID": image_id}
-    argv += [f"--env={key}={value}" for key, value in env.items()]
-    argv += [f"--env={name}" for name in PASSED_THROUGH if name in environ]
-    if gpus:  # docker's NVIDIA runtime flag; podman reaches GPUs through CDI
-        argv.append("--gpus=all" if tool == "docker" else "--device=nvidia.com/gpu=all")
-    processes = config.resources.processes_per_node
-    if processes > 1:  # the node launcher (torchrun) instead of the image's single-process entry point
-        argv += [f"--entrypoint={images.IMAGE_PYTHON}", image, "-m", "runner.launch", f"--nproc-per-node={processes}", "--"]
-    else:
-        argv.append(image)
-    argv += job.entry_arguments(str(paths.absolute(str(config_path), cwd)), backend=NAME, overrides=overrides, fresh=fresh,
-                                strict_env=strict_env)
-    return Submission(files={}, argv=tuple(argv), create_dirs=(str(output_dir), str(host_cache), str(hf_home)))
+class Docker:
+    name: ClassVar[str] = "docker"
+    detached: ClassVar[bool] = False
+
+    def __init__(self, host: Host | None = None) -> None:
+        self._host = host
+
+    @property
+    def host(self) -> Host:
+        if self._host is None:
+            self._host = Host.here()
+        return self._host
+
+    def check(self, spec: JobSpec) -> list[Check]:
+        return limits.common(spec.config, self.name)
+
+    def prepare(self, spec: JobSpec) -> Submission:
+        return self.command(spec, image=images.spec(_stack(spec)).tag, image_id=NOT_BUILT)
+
+    def submit(self, spec: JobSpec, submission: Submission) -> Started:
+        """Build the image if needed, then run the container in the foreground (exit 75: stopped, checkpointed)."""
+        built = images.build(_stack(spec), tool=containers.find("run"))
+        run = self.command(spec, image=built.spec.tag, image_id=built.info.id)
+        for directory in run.create_dirs:
+            Path(directory).mkdir(parents=True, exist_ok=True)
+        code = foreground.run(run.argv)
+        if code in (125, 127):  # docker/podman's own failures, before the job started
+            console.say(f"{run.argv[0]} could not start the container (exit {code}); see its message above")
+        return Started(exit_code=code)
+
+    def command(self, spec: JobSpec, *, image: str, image_id: str) -> Submission:
+        """The exact `docker run` / `podman run` command; pure, so it can be compared with a golden file."""
+        host, config = self.host, spec.config
+        cwd = spec.cwd.resolve()
+        output_dir = paths.absolute(config.output_dir, cwd)
+        mounts = [(cwd, cwd, "rw"), (host.cache, Path(CACHE_IN_CONTAINER), "rw"), (host.hf_home, Path(HF_HOME_IN_CONTAINER), "rw")]
+        if not paths.inside(output_dir, cwd):
+            mounts.append((output_dir, output_dir, "rw"))
+        mounts += [(path, path, "ro") for path in paths.outside(paths.inputs(config, spec.config_path, cwd), cwd)]
+        argv = [host.tool, "run", "--rm", f"--user={host.user}", f"--workdir={cwd}", "--ipc=host", f"--label=io.lockstep.run={output_dir}"]
+        argv += [f"--mount={mount_option(source, target, mode)}" for source, target, mode in mounts]
+        env = {"HOME": "/tmp", "LOCKSTEP_CACHE": CACHE_IN_CONTAINER, "HF_HOME": HF_HOME_IN_CONTAINER,
+               "LOCKSTEP_IMAGE": image, "LOCKSTEP_IMAGE_ID": image_id}
+        argv += [f"--env={key}={value}" for key, value in env.items()]
+        argv += [f"--env={name}" for name in PASSED_THROUGH if name in host.environ]
+        if _stack(spec).accelerator == "cuda":  # docker's NVIDIA runtime flag; podman reaches GPUs through CDI
+            argv.append("--gpus=all" if host.tool == "docker" else "--device=nvidia.com/gpu=all")
+        processes = config.resources.processes_per_node
+        if processes > 1:  # the node launcher (torchrun) instead of the image's single-process entry point
+            argv += [f"--entrypoint={images.IMAGE_PYTHON}", image, "-m", arguments.LAUNCH_MODULE, f"--nproc-per-node={processes}", "--"]
+        else:
+            argv.append(image)
+        argv += arguments.entry_arguments(str(paths.absolute(str(spec.config_path), cwd)), backend=self.name, overrides=spec.overrides,
+                                          fresh=spec.fresh, strict_env=spec.strict_env)
+        return Submission(files={}, argv=tuple(argv), create_dirs=(str(output_dir), str(host.cache), str(host.hf_home)))
+
+    def state(self, handle: JobHandle) -> JobState:
+        raise no_job(self.name)
+
+    def cancel(self, handle: JobHandle) -> None:
+        raise no_job(self.name)
+
+    def logs(self, handle: JobHandle, follow: bool = False) -> Iterator[str]:
+        raise no_job(self.name)
 
 
-def submit(submission: Submission) -> int:
-    """Run the container in the foreground and return its exit code (75: stopped, checkpointed)."""
-    code = foreground.run(submission.argv)
-    if code == 125 or code == 127:  # docker/podman's own failures, before the job started
-        print(f"lockstep: {submission.argv[0]} could not start the container (exit {code}); see its message above", file=sys.stderr)
-    return code
-
-
-def mount_option(source: Path, target: Path, mode: str) -> str:
-    """A --mount value. docker and podman read it as one CSV record, so a path with a comma or a
-    double quote is quoted the CSV way, and stays one field."""
-    if "\n" in f"{source}{target}":
-        raise ImageError(f"cannot mount {str(source)!r} into a container: its name has a newline; rename it")
-    fields = ["type=bind", f"source={source}", f"destination={target}"] + (["ro"] if mode == "ro" else [])
-    record = io.StringIO()
-    csv.writer(record, lineterminator="").writerow(fields)
-    return record.getvalue()
+def _stack(spec: JobSpec) -> stacks.Stack:
+    return stacks.get(environment.container_stack(spec.config.stack))

@@ -9,10 +9,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from runner.backends.base import JobHandle, Submission
-from runner.files import write_atomic
+from runner.rundir import JOB_HANDLE as HANDLE_FILE
 from runner.rundir import JOBS_DIR
-
-HANDLE_FILE = "handle.json"
+from runner.util.files import write_atomic
 
 
 def new_submission_id() -> str:

@@ -17,7 +17,8 @@ from typing import Any
 import modal
 import yaml
 
-from runner.backends.modal_plan import STORAGE_HOOK_ENV
+from runner.job import arguments, storage
+from runner.rundir import CONFIG_FILE, SUMMARY_FILE
 
 FUNCTION_NAME = "lockstep_train"
 
@@ -66,20 +67,20 @@ def build(plan: dict[str, Any]) -> tuple[modal.App, Any]:
 def remote_train(call: dict[str, Any], volume_name: str) -> dict[str, Any]:
     """Runs in Modal's container: the run directory is in the volume, so a retry (a new container)
     reloads it and resumes from the last committed checkpoint."""
-    from runner import job, launch
+    from runner.job import launch
 
     volume = modal.Volume.from_name(volume_name)
     volume.reload()
     run_dir = Path(call["run_dir"])
-    config_file = Path(tempfile.mkdtemp(prefix="lockstep-")) / "config.yaml"
+    config_file = Path(tempfile.mkdtemp(prefix="lockstep-")) / CONFIG_FILE
     config_file.write_text(yaml.safe_dump(call["config"], sort_keys=False))
-    os.environ[STORAGE_HOOK_ENV] = volume_name
+    os.environ[storage.HOOK_ENV] = storage.modal_volume(volume_name)  # the job commits it after each checkpoint
     os.environ["LOCKSTEP_SUBMISSION"] = call["submission"]
     node_rank, first_node = 0, None
     if call["nodes"] > 1:
         cluster = modal.experimental.get_cluster_info()
         node_rank, first_node = cluster.rank, cluster.container_ips[0]
-    job_args = job.entry_arguments(str(config_file), backend="modal", strict_env=call["strict_env"])
+    job_args = arguments.entry_arguments(str(config_file), backend="modal", strict_env=call["strict_env"])
     code = launch.run(nnodes=call["nodes"], nproc=call["processes_per_node"], node_rank=node_rank,
                       master_addr=first_node, master_port=launch.DEFAULT_PORT, job_args=job_args)
     volume.commit()
@@ -87,11 +88,5 @@ def remote_train(call: dict[str, Any], volume_name: str) -> dict[str, Any]:
         raise RuntimeError(f"stopped after a checkpoint in {run_dir}; the next attempt resumes from it")
     if code != 0:
         raise RuntimeError(f"training exited with code {code}; its log above says why")
-    summary = run_dir / "summary.json"
+    summary = run_dir / SUMMARY_FILE
     return json.loads(summary.read_text()) if summary.is_file() else {}
-
-
-def commit_hook(volume_name: str):  # -> StorageHook
-    """After each checkpoint: commit the volume, so a container lost right after still leaves it."""
-    volume = modal.Volume.from_name(volume_name)
-    return lambda _path: volume.commit()

@@ -12,34 +12,37 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from runner import limits, stacks
-from runner.backends import jobs, modal_plan
-from runner.backends.base import JobHandle, JobSpec, JobState, Submission
-from runner.errors import BackendError, LockstepError, report
-from runner.problems import Problem
+from runner import stacks
+from runner.backends import jobs, limits, modal_plan
+from runner.backends.base import JobHandle, JobState, Started, Submission
+from runner.errors import BackendError, LockstepError, run_command
+from runner.problems import Check
+from runner.spec import JobSpec
+from runner.util import console, shell
 
 PLAN_FILE = "modal-plan.json"
 
 
 class Modal:
     name: ClassVar[str] = "modal"
+    detached: ClassVar[bool] = True
 
-    def check(self, spec: JobSpec) -> list[Problem]:
-        problems = limits.modal(spec.config)
+    def check(self, spec: JobSpec) -> list[Check]:
+        problems = limits.common(spec.config, self.name) + limits.modal(spec.config)
         stack = _stack(spec)
         if stack.lock_problem():
-            problems.append(Problem(
-                check="modal.stack", message=str(stack.lock_problem()),
+            problems.append(limits.problem(
+                summary=str(stack.lock_problem()),
                 fix="where its indexes are reachable; or set stack: cu121-torch251-pypi"
                     " (the same library set with PyPI's CUDA build of torch 2.5.1)",
             ))
         if stack.accelerator == "metal":
-            problems.append(Problem(check="modal.stack", message=f"stack {stack.name} is for Apple silicon",
+            problems.append(limits.problem(summary=f"stack {stack.name} is for Apple silicon",
                                     fix="choose a Linux stack for Modal, e.g. stack: cu121-torch251"))
         try:
             import modal  # noqa: F401
         except ImportError:
-            problems.append(Problem(check="modal.sdk", severity="warning", message="the modal package is not installed here",
+            problems.append(limits.problem(status="warning", summary="the modal package is not installed here",
                                     fix="pip install modal (and `modal token new` once), or --dry-run to see the plan"))
         return problems
 
@@ -50,15 +53,15 @@ class Modal:
                           argv=(sys.executable, "-m", "runner.backends.modal_backend", str(plan_file)),
                           create_dirs=(str(spec.job_dir),))
 
-    def submit(self, spec: JobSpec, submission: Submission) -> JobHandle:
+    def submit(self, spec: JobSpec, submission: Submission) -> Started:
         plan = json.loads(submission.files[PLAN_FILE])
         try:
             call_id, app_id = spawn(plan)
         except Exception as exc:  # Modal's own errors (no token, quota...), with the plan kept to retry
             raise BackendError(f"Modal refused the job: {type(exc).__name__}: {exc}\nthe plan is in {spec.job_dir / PLAN_FILE}; "
-                               f"submit it again with: {' '.join(submission.argv)}") from exc
-        return JobHandle(backend=self.name, job_id=call_id, job_dir=spec.job_dir, submitted_at=jobs.now(),
-                         details={"app_id": app_id, "fetch_results": plan["fetch_results"]})
+                               f"submit it again with: {shell.join(submission.argv)}") from exc
+        return Started(handle=JobHandle(backend=self.name, job_id=call_id, job_dir=spec.job_dir, submitted_at=jobs.now(),
+                                        details={"app_id": app_id, "fetch_results": plan["fetch_results"]}))
 
     def state(self, handle: JobHandle) -> JobState:
         import modal
@@ -72,7 +75,7 @@ class Modal:
             return JobState(state="UNKNOWN", reason=f"could not ask Modal: {type(exc).__name__}: {exc}")
         except Exception as exc:  # the call's own failure, as Modal reports it
             return JobState(state="FAILED", reason=f"{type(exc).__name__}: {exc}")
-        return JobState(state="COMPLETED", reason="fetch the run: " + " ".join(handle.details.get("fetch_results", [])))
+        return JobState(state="COMPLETED", reason="fetch the run: " + shell.join(handle.details.get("fetch_results", [])))
 
     def cancel(self, handle: JobHandle) -> None:
         import modal
@@ -112,14 +115,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m runner.backends.modal_backend", description="Submit a lockstep Modal plan.")
     parser.add_argument("plan", type=Path, help="RUN/jobs/<id>/modal-plan.json")
     args = parser.parse_args(argv)
+    return run_command(lambda: _submit_plan(args.plan))
+
+
+def _submit_plan(plan_file: Path) -> int:
     try:
-        call_id, app_id = spawn(json.loads(args.plan.read_text()))
-    except LockstepError as exc:
-        return report(exc)
+        call_id, app_id = spawn(json.loads(plan_file.read_text()))
+    except LockstepError:
+        raise
     except Exception as exc:  # Modal's own errors (no token, quota...) are shown as they are
-        return report(BackendError(f"Modal refused the job: {type(exc).__name__}: {exc}"))
+        raise BackendError(f"Modal refused the job: {type(exc).__name__}: {exc}") from exc
     print(call_id)
-    print(f"lockstep: spawned {call_id} in app {app_id}", file=sys.stderr)
+    console.say(f"spawned {call_id} in app {app_id}")
     return 0
 
 

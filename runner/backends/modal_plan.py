@@ -11,13 +11,12 @@ from typing import Any
 
 from runner import stacks
 from runner.backends import paths
-from runner.backends.base import JobSpec
-from runner.hashing import file_sha256
-from runner.limits import table
+from runner.backends.limits import table
+from runner.spec import JobSpec
+from runner.util.hashing import file_sha256
 
 VOLUME_MOUNT = PurePosixPath("/runs")
 DEFAULT_STACK = "cu121-torch251"  # the pinned Modal set (lockfiles/stacks.toml)
-STORAGE_HOOK_ENV = "LOCKSTEP_MODAL_VOLUME"  # set in Modal's container: runner.job commits this volume after each checkpoint
 
 
 def run_path(spec: JobSpec) -> PurePosixPath:

@@ -15,33 +15,40 @@ from typing import ClassVar
 
 import yaml
 
-from runner import apptainer, environment, images, job, limits, shell, stacks
-from runner.backends import jobs, paths
-from runner.backends.base import JobHandle, JobSpec, JobState, Submission
+from runner import stacks
+from runner.backends import jobs, limits, paths
+from runner.backends.base import JobHandle, JobState, Started, Submission
 from runner.backends.slurm_script import ScriptInputs, launcher_args, render
 from runner.errors import BackendError
-from runner.problems import Problem
+from runner.job import arguments
+from runner.problems import Check
+from runner.rundir import CONFIG_FILE
+from runner.spec import JobSpec
+from runner.stacks import apptainer, environment, images
+from runner.stacks.containers import mount_option
+from runner.util import shell
 
 SCRIPT = "job.sbatch"
-SNAPSHOT = "config.yaml"  # the resolved config the job runs: later edits to the YAML cannot change a queued job
+SNAPSHOT = CONFIG_FILE  # in jobs/<id>/: the resolved config the job runs; later edits to the YAML cannot change a queued job
 
 
 class Slurm:
     name: ClassVar[str] = "slurm"
+    detached: ClassVar[bool] = True
 
-    def check(self, spec: JobSpec) -> list[Problem]:
-        problems = limits.slurm(spec.config, partition_limits(spec.config.slurm.partition))
+    def check(self, spec: JobSpec) -> list[Check]:
+        problems = limits.common(spec.config, self.name) + limits.slurm(spec.config, partition_limits(spec.config.slurm.partition))
         container = spec.config.slurm.container
         sif = default_sif(spec) if container == "apptainer" and spec.config.slurm.image is None else None
         if sif is not None and not sif.is_file():
-            problems.append(Problem(
-                check="slurm.image", severity="warning",
-                message=f"no Apptainer image at {sif}",
+            problems.append(limits.problem(
+                status="warning",
+                summary=f"no Apptainer image at {sif}",
                 fix=f"build it (nox -s sif -- {stack_name(spec)}, then its build-sif.sh where apptainer exists), or set slurm.image",
             ))
         for tool in {"apptainer": ("apptainer",), "podman": ("podman",), "none": ()}[container] + ("sbatch",):
             if shutil.which(tool) is None:
-                problems.append(Problem(check="slurm.tools", severity="warning", message=f"{tool} is not on this machine's PATH",
+                problems.append(limits.problem(status="warning", summary=f"{tool} is not on this machine's PATH",
                                         fix="submit from a machine of the cluster (a login node), or --dry-run to see the script"))
         return problems
 
@@ -50,7 +57,7 @@ class Slurm:
         script = spec.job_dir / SCRIPT
         submit_argv = ("sbatch", "--parsable", f"--output={_sbatch_pattern(log_file(spec.job_dir, '%j'))}", f"--chdir={spec.cwd}",
                        *config.slurm.sbatch_args, str(script))
-        job_args = job.entry_arguments(str(spec.job_dir / SNAPSHOT), backend=self.name, strict_env=spec.strict_env)
+        job_args = arguments.entry_arguments(str(spec.job_dir / SNAPSHOT), backend=self.name, strict_env=spec.strict_env)
         resubmit = shell.join(["lockstep", "train", str(spec.config_path), "--backend", self.name,
                                *[f"--set={item}" for item in spec.overrides]])
         inputs = ScriptInputs(config=config, job_dir=spec.job_dir, submission_id=spec.submission_id,
@@ -59,14 +66,14 @@ class Slurm:
         return Submission(files={SCRIPT: render(inputs), SNAPSHOT: yaml.safe_dump(config.to_dict(), sort_keys=False)},
                           argv=submit_argv, create_dirs=(str(spec.job_dir),))
 
-    def submit(self, spec: JobSpec, submission: Submission) -> JobHandle:
+    def submit(self, spec: JobSpec, submission: Submission) -> Started:
         result = subprocess.run(submission.argv, capture_output=True, text=True)
         if result.returncode != 0:
             raise BackendError(f"sbatch refused the job (exit {result.returncode}): {result.stderr.strip()}\n"
                                f"the script is {spec.job_dir / SCRIPT}; fix the config and submit again")
         job_id = result.stdout.strip().split(";")[0]  # --parsable: "ID" or "ID;CLUSTER"
-        return JobHandle(backend=self.name, job_id=job_id, job_dir=spec.job_dir, submitted_at=jobs.now(),
-                         details={"log": str(log_file(spec.job_dir, job_id))})
+        return Started(handle=JobHandle(backend=self.name, job_id=job_id, job_dir=spec.job_dir, submitted_at=jobs.now(),
+                                        details={"log": str(log_file(spec.job_dir, job_id))}))
 
     def state(self, handle: JobHandle) -> JobState:
         shown = subprocess.run(["scontrol", "show", "job", handle.job_id, "--oneliner"], capture_output=True, text=True)
@@ -102,7 +109,7 @@ def log_file(job_dir: Path, job_id: str) -> Path:
 
 
 def launch_prefix(spec: JobSpec) -> tuple[str, ...]:
-    """What runs runner.launch on each node: the site's Python, or the stack's image."""
+    """What runs runner.job.launch on each node: the site's Python, or the stack's image."""
     config, container = spec.config, spec.config.slurm.container
     if container == "none":
         return (config.slurm.python or sys.executable,)
@@ -111,8 +118,6 @@ def launch_prefix(spec: JobSpec) -> tuple[str, ...]:
         binds = [f"--bind={_bind(path)}" for path in _host_paths(spec)] + [f"--bind={_bind(b)}" for b in config.slurm.binds]
         gpu = ["--nv"] if config.resources.gpus_per_node else []
         return ("apptainer", "exec", *gpu, *binds, f"--pwd={spec.cwd}", image, images.IMAGE_PYTHON)
-    from runner.backends.docker import mount_option
-
     mounts = [f"--mount={mount_option(path, path, 'rw')}" for path in _host_paths(spec)]
     gpu = ["--device=nvidia.com/gpu=all"] if config.resources.gpus_per_node else []
     env = ["--env=SLURM_*", "--env=LOCKSTEP_*", *[f"--env={name}" for name in config.distributed.env]]

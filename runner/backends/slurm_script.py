@@ -1,5 +1,5 @@
 """The sbatch script of a run: resources as #SBATCH lines, then one srun step per node running the
-node launcher (runner.launch: torchrun, the rendezvous on the first node) in the chosen container.
+node launcher (runner.job.launch: torchrun, the rendezvous on the first node) in the chosen container.
 
 The script forwards Slurm's signals to the step and decides what happens after a stop:
 - SIGUSR2 is the time-limit notice (`--signal=B:USR2@notice`): the training checkpoints, exits 75,
@@ -17,9 +17,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner import shell
 from runner.config import RunConfig
-from runner.config_placement import slurm_time
+from runner.config.placement import slurm_time
+from runner.job import arguments
+from runner.util import shell
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,7 +29,7 @@ class ScriptInputs:
     job_dir: Path  # RUN/jobs/<submission_id>: the script, the config snapshot, logs, events
     submission_id: str
     launch: tuple[str, ...]  # the command each node runs, container included, before the launcher's own arguments
-    launcher_args: tuple[str, ...]  # runner.launch's arguments, then `--` and the job's
+    launcher_args: tuple[str, ...]  # runner.job.launch's arguments, then `--` and the job's
     resubmit: str  # the command a user runs to continue after max_requeues
     submit_argv: tuple[str, ...]
 
@@ -130,7 +131,7 @@ FIRST_NODE = "@first-node@"  # stands for the first node's hostname, known only 
 
 def launcher_args(config: RunConfig, job_args: Sequence[str]) -> tuple[str, ...]:
     res = config.resources
-    args = ["-m", "runner.launch", f"--nnodes={res.nodes}", f"--nproc-per-node={res.processes_per_node}"]
+    args = ["-m", arguments.LAUNCH_MODULE, f"--nnodes={res.nodes}", f"--nproc-per-node={res.processes_per_node}"]
     if res.nodes > 1:
         args.append(f"--master-addr={FIRST_NODE}")
     if config.distributed.port:

@@ -32,7 +32,7 @@ BUILD_VERSION = "2"  # bump when the build recipe changes
 
 
 def cache_dir() -> Path:
-    from runner import cache
+    from runner.util import cache
 
     return cache.root() / "models"
 

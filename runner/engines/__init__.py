@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner.checkpoint import Checkpoint, CheckpointStore, StorageHook, Totals
 from runner.config import RunConfig
 from runner.errors import EngineError
-from runner.signals import StopFlag
-from runner.tracking import Trackers
+from runner.training.checkpoint import Checkpoint, CheckpointStore, StorageHook, Totals
+from runner.training.signals import StopFlag
+from runner.training.tracking import Trackers
 
 # Engines this release implements, by config name.
 ENGINES = {"hf": "runner.engines.hf", "mlx": "runner.engines.mlx"}

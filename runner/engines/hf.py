@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,20 +13,20 @@ import transformers
 from peft import LoraConfig, get_peft_model
 from trl import SFTConfig, SFTTrainer
 
-from runner import data, distributed
-from runner.checkpoint import Checkpoint, Policy, Totals
 from runner.config import RunConfig
 from runner.engines import Result, TrainContext
 from runner.engines.hf_callbacks import MetricsCallback, ProgressCallback, TokenCounter
 from runner.engines.hf_checkpoint import TRAINING_STATE, Checkpointer, SaveTrigger
 from runner.engines.hf_compat import dtype_argument, sft_config, tokenizer_argument
 from runner.engines.model_files import load_tokenizer, resolve_model
-from runner.engines.schedule import eval_interval, total_steps, warmup_steps
 from runner.errors import EngineError
-from runner.final_outputs import copier, publish
-from runner.metrics import MetricsLog
-
-ADAPTER_DIR = "adapter"
+from runner.rundir import ADAPTER_DIR, TRAINER_DIR
+from runner.training import data, distributed
+from runner.training.checkpoint import Checkpoint, Policy, Totals
+from runner.training.final_outputs import copier, publish
+from runner.training.metrics import MetricsLog
+from runner.training.schedule import eval_interval, total_steps, warmup_steps
+from runner.util import console
 
 
 def train(config: RunConfig, context: TrainContext) -> Result:
@@ -47,7 +46,7 @@ def train(config: RunConfig, context: TrainContext) -> Result:
     if resume is not None and resume.step >= steps:
         # Stopped after its last checkpoint, before its outputs were written: training again would add a step.
         if distributed.is_main():
-            print(f"lockstep: step {resume.step} of {steps} is done: writing the run's outputs from {resume.path.name}", file=sys.stderr)
+            console.say(f"step {resume.step} of {steps} is done: writing the run's outputs from {resume.path.name}")
             _publish_adapter(context, resume)
         return Result(**facts, steps=resume.step, attempt=Totals(), totals=carried, stopped=False, details=details)
 
@@ -177,7 +176,7 @@ def training_arguments(
     return sft_config(
         SFTConfig,
         max_seq_len=t.max_seq_len,
-        output_dir=str(run_dir / ".trainer"),
+        output_dir=str(run_dir / TRAINER_DIR),
         max_steps=steps,
         per_device_train_batch_size=t.per_device_batch_size,
         per_device_eval_batch_size=t.per_device_batch_size,

@@ -8,7 +8,7 @@ from typing import Any
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
-from runner.metrics import MetricsLog, peak_memory_mb
+from runner.training.metrics import MetricsLog, peak_memory_mb
 
 
 class TokenCounter:

@@ -14,9 +14,9 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from runner.checkpoint import MARKER, Policy, Saver, save_failed
-from runner.distributed import any_rank
-from runner.signals import StopFlag
+from runner.training.checkpoint import MARKER, Policy, Saver, save_failed
+from runner.training.distributed import any_rank
+from runner.training.signals import StopFlag
 
 # What a checkpoint holds besides the adapter as PEFT saves it: the trainer's state and lockstep's marker.
 TRAINING_STATE = ("optimizer*", "scheduler*", "scaler*", "rng_state*", "trainer_state.json", MARKER)

@@ -3,7 +3,6 @@ same config, into the same run directory, with the same checkpoint and resume gu
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -11,19 +10,18 @@ from typing import Any
 import mlx.core as mx
 from tqdm.auto import tqdm
 
-from runner import data
-from runner.checkpoint import Checkpoint, Policy, Totals
 from runner.config import RunConfig
 from runner.engines import Result, TrainContext, mlx_config, mlx_model
 from runner.engines import mlx_loop as loop
 from runner.engines.mlx_checkpoint import TRAINING_STATE, Checkpointer, restore
-from runner.engines.schedule import eval_interval, learning_rate, total_steps
 from runner.errors import EngineError
-from runner.final_outputs import copier, publish
-from runner.metrics import MetricsLog
-
-ADAPTER_DIR = "adapter"  # mlx-lm's format
-PEFT_DIR = "adapter_peft"  # the same adapter for transformers + peft
+from runner.rundir import ADAPTER_DIR, PEFT_DIR
+from runner.training import data
+from runner.training.checkpoint import Checkpoint, Policy, Totals
+from runner.training.final_outputs import copier, publish
+from runner.training.metrics import MetricsLog
+from runner.training.schedule import eval_interval, learning_rate, total_steps
+from runner.util import console
 
 
 def check(config: RunConfig) -> None:
@@ -85,7 +83,7 @@ def train(config: RunConfig, context: TrainContext) -> Result:
         # one it resumed from when an earlier attempt stopped after it, before its outputs were written.
         final = checkpointer.last or resume
         if checkpointer.last is None:
-            print(f"lockstep: step {start} of {steps} is done: writing the run's outputs from {final.path.name}", file=sys.stderr)
+            console.say(f"step {start} of {steps} is done: writing the run's outputs from {final.path.name}")
         peft_problem = _publish(context, final, model, config, model_dir)
     return Result(
         engine="mlx",

@@ -15,8 +15,8 @@ from typing import Any
 import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
 
-from runner.checkpoint import MARKER, Checkpoint, Saver, save_failed
 from runner.engines.mlx_model import ADAPTER_WEIGHTS, write_adapter
+from runner.training.checkpoint import MARKER, Checkpoint, Saver, save_failed
 
 OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "trainer_state.json"

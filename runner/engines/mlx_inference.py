@@ -10,9 +10,9 @@ from runner.config import RunConfig
 def answer(run_dir: Path, config: RunConfig, fmt: str, prompts: list[str], max_new_tokens: int) -> list[str]:
     import mlx_lm
 
-    from runner import prompts as prompt_format
-    from runner.engines.mlx import ADAPTER_DIR
     from runner.engines.model_files import load_tokenizer, resolve_model
+    from runner.rundir import ADAPTER_DIR
+    from runner.training import prompts as prompt_format
 
     base = resolve_model(config.model.name_or_path)
     model, wrapper = mlx_lm.load(base, adapter_path=str(run_dir / ADAPTER_DIR), revision=config.model.revision,

@@ -19,7 +19,7 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_map
 
-from runner import data
+from runner.training import data
 
 
 class Batches:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 T = TypeVar("T")
 EXIT_REQUEUE = 75  # "checkpointed, requeue me" (runner.errors.StoppedForRequeue)
@@ -105,7 +105,7 @@ def lockstep_train(config: Path, run_dir: Path, *sets: str, stop_after_step: int
 
 
 def read_rows(run_dir: Path) -> list[dict[str, Any]]:
-    from runner import metrics
+    from runner.training import metrics
 
     return metrics.read(run_dir)
 

@@ -102,7 +102,7 @@ TABLES: dict[str, Table] = {
     ),
     "test_lock_time_uv_against_pip_tools": Table(
         "Lock time: uv against pip-tools", "tests/bench/test_lock_time.py",
-        "`runner.locking.compile_lock` on a copy of the stack's .in into a temporary file; cold = empty cache directories, "
+        "`runner.stacks.locking.compile_lock` on a copy of the stack's .in into a temporary file; cold = empty cache directories, "
         "warm = the same again with the cache the cold run filled. Ratio = pip-tools / uv.",
         (Column("stack", "stack", str), Column("packages", "packages", _num()),
          Column("uv_cold_s", "uv cold", _seconds, True), Column("pip_tools_cold_s", "pip-tools cold", _seconds, True),

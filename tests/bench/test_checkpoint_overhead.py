@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-from runner import checkpoint, config, entrypoint
-from tests.conftest import DEMO_CONFIG
+from runner import config
+from runner.job import run as job_run
+from runner.training import checkpoint
+from tests.helpers import DEMO_CONFIG
 
 CASES = {
     "tiny-llama (demo)": (),
@@ -21,7 +23,7 @@ CASES = {
 def test_checkpoint_overhead(benchmark, tmp_path, case):
     run_dir = tmp_path / "run"
     run_config = config.load(DEMO_CONFIG, (f"output_dir={run_dir}", *CASES[case]))
-    summary = benchmark.pedantic(entrypoint.main, args=(run_config,), rounds=1, iterations=1)
+    summary = benchmark.pedantic(job_run.main, args=(run_config,), rounds=1, iterations=1)
 
     newest, _ = checkpoint.CheckpointStore(run_dir).newest_valid()
     size_mb = sum(f.stat().st_size for f in newest.path.iterdir()) / 2**20

@@ -2,7 +2,7 @@
 
 The models have the published architectures with random weights (no hub access needed),
 written once per session in Hugging Face format with the demo's tokenizer (its ids are a
-subset of the vocabulary). Each run trains through `runner.entrypoint.main`, as every backend
+subset of the vocabulary). Each run trains through `runner.job.run.main`, as every backend
 does, on rows of exactly `SEQ_LEN` tokens (no padding), bf16, LoRA r16 on every projection,
 one checkpoint at the end. tokens/s is the median of the per-step rates after `WARMUP_STEPS`
 (compilation, allocator growth and the final checkpoint left out); MFU uses the formula in
@@ -21,7 +21,9 @@ import shutil
 import pytest
 import yaml
 
-from runner import engines, entrypoint, metrics
+from runner import engines
+from runner.job import run as job_run
+from runner.training import metrics
 from tests.bench import flops, measure
 
 torch = pytest.importorskip("torch")
@@ -70,7 +72,7 @@ def test_gpu_throughput(benchmark, tmp_path, random_models, shape_name, method, 
     run_config = _config(tmp_path, model_dir, run_dir, batch=batch, quantization="4bit" if method == "qlora" else "none", engine=engine)
     torch.cuda.reset_peak_memory_stats()
 
-    summary = benchmark.pedantic(entrypoint.main, args=(run_config,), rounds=1, iterations=1)
+    summary = benchmark.pedantic(job_run.main, args=(run_config,), rounds=1, iterations=1)
     rows = [row for row in metrics.read(run_dir) if row["loss"] is not None]
     assert summary["steps"] == STEPS and len(rows) == STEPS
     assert all(row["grad_norm"] is not None and math.isfinite(row["grad_norm"]) and row["grad_norm"] > 0 for row in rows), rows

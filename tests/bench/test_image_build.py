@@ -16,8 +16,8 @@ import uuid
 
 import pytest
 
-from runner import containers
-from tests.conftest import REPO_ROOT, copy_image_inputs
+from runner.stacks import containers
+from tests.helpers import REPO_ROOT, copy_image_inputs
 
 pytestmark = pytest.mark.container
 STACKS = ("cpu", "mlx")
@@ -25,7 +25,7 @@ STACKS = ("cpu", "mlx")
 
 def _fill_wheelhouse(stack, env):
     wheels = REPO_ROOT / "wheelhouse" / stack
-    result = subprocess.run([sys.executable, "-m", "runner.wheelhouse", stack, "--dest", str(wheels)], cwd=REPO_ROOT,
+    result = subprocess.run([sys.executable, "-m", "runner.stacks.wheelhouse", stack, "--dest", str(wheels)], cwd=REPO_ROOT,
                             env=env, capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stderr[-4000:]
     return wheels
@@ -33,7 +33,7 @@ def _fill_wheelhouse(stack, env):
 
 def _build(checkout, env, record, stack, wheels, *extra):
     result = subprocess.run(
-        [sys.executable, "-m", "runner.images", "build", stack, "--json", str(record), "--wheelhouse", str(wheels), *extra],
+        [sys.executable, "-m", "runner.stacks.images", "build", stack, "--json", str(record), "--wheelhouse", str(wheels), *extra],
         cwd=checkout, env=dict(env, PYTHONPATH=str(checkout)), capture_output=True, text=True, timeout=1800,
     )
     assert result.returncode == 0, result.stderr[-4000:]

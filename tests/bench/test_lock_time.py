@@ -2,7 +2,7 @@
 
 Each engine compiles a copy of `lockfiles/cpu.in` (torch's CPU build comes from
 pip's configured find-links, as `nox -s lock -- cpu` does where PyTorch's index is out of
-reach) through `runner.locking.compile_lock` into a temporary file: the repository's locks are
+reach) through `runner.stacks.locking.compile_lock` into a temporary file: the repository's locks are
 never written. Cold: a new, empty cache directory (UV_CACHE_DIR, PIP_CACHE_DIR and
 XDG_CACHE_HOME, where pip-tools keeps its own). Warm: the same command again with the cache the
 cold run filled. The order alternates by round (uv first, then pip-tools first, ...).
@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from runner import indexes, locking, stacks
+from runner import stacks
+from runner.stacks import indexes, locking
 from tests.bench import measure
 
 STACK = "cpu"

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import re
 
-from runner import checkpoint
+from runner.training import checkpoint
 from tests.bench import measure
-from tests.conftest import DEMO_CONFIG
+from tests.helpers import DEMO_CONFIG
 
 STOP_AT = 20
 

@@ -27,11 +27,12 @@ from pathlib import Path
 
 import pytest
 
-from runner import config, data
+from runner import config
 from runner.engines.model_files import load_tokenizer, resolve_model
-from runner.engines.schedule import total_steps
+from runner.training import data
+from runner.training.schedule import total_steps
 from tests.bench import measure
-from tests.conftest import DEMO_CONFIG, REPO_ROOT
+from tests.helpers import DEMO_CONFIG, REPO_ROOT
 
 BARE_SCRIPT = Path(__file__).with_name("bare_trl.py")
 TARGET_RATIO = 0.97

@@ -14,7 +14,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from runner import checkpoint, metrics
+from runner.training import checkpoint, metrics
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -62,7 +62,7 @@ def assert_complete_run(run_dir: Path, *, min_eval_drop: float = 0.30, backend: 
 GENERATE_SCRIPT = """
 import sys
 from pathlib import Path
-from runner.inference import generate, load
+from runner.use.inference import generate, load
 model, tokenizer = load(Path(sys.argv[1]))
 print(generate(model, tokenizer, "### Instruction:\\nWhat is the capital of France?\\n### Response:\\n"))
 """
@@ -118,7 +118,7 @@ def assert_merge_keeps_the_outputs(run_dir: Path, adapter: Path) -> torch.Tensor
     from transformers import AutoModelForCausalLM
 
     from runner.demo.tiny_model import ensure_built
-    from tests.conftest import run_lockstep
+    from tests.helpers import run_lockstep
 
     result = run_lockstep("merge", str(run_dir))
     assert result.returncode == 0, result.stderr[-3000:]

@@ -6,9 +6,11 @@ import errno
 
 import pytest
 
-from runner import checkpoint, config, entrypoint, metrics
+from runner import config
 from runner.errors import CheckpointError
-from tests.conftest import DEMO_CONFIG
+from runner.job import run as job_run
+from runner.training import checkpoint, metrics
+from tests.helpers import DEMO_CONFIG
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +28,7 @@ def test_storage_hook_runs_after_every_completed_checkpoint(tmp_path):
         assert checkpoint.verify(path) is None and path.parent.name == "checkpoints"
         seen.append(path.name)
 
-    summary = entrypoint.main(short_run(tmp_path / "run"), after_checkpoint=commit_volume)
+    summary = job_run.main(short_run(tmp_path / "run"), after_checkpoint=commit_volume)
     assert summary["steps"] == 12
     assert seen == ["step-00000003", "step-00000006", "step-00000009", "step-00000012"]
 
@@ -44,7 +46,7 @@ def test_injected_write_failure_keeps_earlier_checkpoints(tmp_path, monkeypatch)
 
     monkeypatch.setattr(checkpoint, "_write_synced", fail_on_third_marker)
     with pytest.raises(CheckpointError) as info:
-        entrypoint.main(short_run(run_dir))
+        job_run.main(short_run(run_dir))
     message = str(info.value)
     assert "could not write the checkpoint of step 9" in message and "Input/output error" in message
     assert f"the newest intact checkpoint is {run_dir / 'checkpoints' / 'step-00000006'}" in message
@@ -70,7 +72,7 @@ def test_a_full_disk_while_the_final_adapter_is_written_is_exit_6_and_the_rerun_
                     pass  # full
 
     with pytest.raises(CheckpointError) as info:
-        entrypoint.main(short_run(run_dir), after_checkpoint=fill_the_disk_after_the_last_checkpoint)
+        job_run.main(short_run(run_dir), after_checkpoint=fill_the_disk_after_the_last_checkpoint)
     message = str(info.value)
     assert info.value.exit_code == 6 and f"could not write the run's adapter/ in {run_dir}" in message, message
     assert "No space left on device" in message and f"the newest intact checkpoint is {run_dir / 'checkpoints' / 'step-00000012'}" in message
@@ -78,7 +80,7 @@ def test_a_full_disk_while_the_final_adapter_is_written_is_exit_6_and_the_rerun_
     assert not (run_dir / "adapter").exists() and not (run_dir / "summary.json").exists() and not list(run_dir.glob(".staging-*"))
 
     filler.unlink()
-    summary = entrypoint.main(short_run(run_dir))
+    summary = job_run.main(short_run(run_dir))
     assert summary["steps"] == 12 and summary["attempts"] == 2 and summary["last_attempt"]["train_tokens"] == 0
     final = run_dir / "checkpoints" / "step-00000012"
     for name in ("adapter_model.safetensors", "adapter_config.json"):

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -18,7 +18,7 @@ EXPECTED_CHECKS = {"lock", "install --require-hashes", "pip check", "installed =
 
 def test_compat_passes_for_cpu_and_skips_an_unlocked_stack_with_the_reason(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "runner.compat", "cpu", "cu121-torch251", "--out", str(tmp_path)],
+        [sys.executable, "-m", "runner.stacks.compat", "cpu", "cu121-torch251", "--out", str(tmp_path)],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=1200,
     )
     assert result.returncode == 0, result.stderr[-4000:]

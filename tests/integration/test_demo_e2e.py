@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from runner.errors import PreflightError
-from tests.conftest import DEMO_CONFIG, REPO_ROOT, nothing_but_preflight, run_lockstep
+from tests.helpers import DEMO_CONFIG, REPO_ROOT, nothing_but_preflight, run_lockstep
 from tests.integration.run_checks import GENERATE_SCRIPT, assert_complete_run, assert_merge_keeps_the_outputs
 
 pytestmark = pytest.mark.slow
@@ -101,7 +101,7 @@ def test_cpu_run_refuses_gpu_precision_before_writing(tmp_path):
 def test_manifest_records_the_stack_and_that_nothing_drifted(demo_run):
     run_dir, _ = demo_run
     recorded = json.loads((run_dir / "manifest.json").read_text())
-    # `make test` builds this environment from the cpu lock (python -m runner.install cpu .venv).
+    # `make test` builds this environment from the cpu lock (python -m runner.stacks.install cpu .venv).
     assert recorded["stack"] == "cpu" and len(recorded["lock_sha256"]) == 64
     assert recorded["drift"] == {"clean": True, "missing": [], "changed": {}, "extra": []}
 
@@ -142,7 +142,7 @@ def test_lockstep_report_renders_in_a_headless_browser(demo_run, tmp_path):
     import numpy
     from PIL import Image  # matplotlib depends on Pillow, so it is there wherever reports are drawn
 
-    from tests.conftest import _skip
+    from tests.helpers import skip_or_fail
 
     run_dir, _ = demo_run
     result = run_lockstep("report", str(run_dir))
@@ -151,7 +151,7 @@ def test_lockstep_report_renders_in_a_headless_browser(demo_run, tmp_path):
     assert result.stdout.strip() == str(page)
     browser = shutil.which("chromium-headless-shell")
     if browser is None:
-        _skip("chromium-headless-shell is not installed (apt-get install chromium-headless-shell)")
+        skip_or_fail("chromium-headless-shell is not installed (apt-get install chromium-headless-shell)")
     flags = ("--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}")
 
     # The copy drops the report's Content-Security-Policy, which would block the probe as it blocks any script.

@@ -8,12 +8,12 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 pytestmark = pytest.mark.gpu
 
 PROBE = """
-from runner import allocator
+from runner.training import allocator
 name = allocator.set_default()
 import torch
 torch.zeros(1, device="cuda")

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from runner import apptainer, containers, images, stacks
-from runner.hashing import file_sha256
-from tests.conftest import DEMO_CONFIG, REPO_ROOT, copy_image_inputs, run_lockstep
+from runner import stacks
+from runner.stacks import apptainer, containers, images
+from runner.util.hashing import file_sha256
+from tests.helpers import DEMO_CONFIG, REPO_ROOT, copy_image_inputs, run_lockstep
 from tests.integration.run_checks import assert_complete_run
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
@@ -77,7 +78,7 @@ def test_code_change_rebuilds_only_the_code_layers(built, container_env, tmp_pat
     record = tmp_path / "build.json"
     env = dict(container_env, PYTHONPATH=str(copy), SOURCE_DATE_EPOCH=str(images.spec(stacks.get("cpu")).source_date_epoch))
     result = subprocess.run(
-        [sys.executable, "-m", "runner.images", "build", "cpu", "--json", str(record), "--wheelhouse", str(REPO_ROOT / "wheelhouse" / "cpu")],
+        [sys.executable, "-m", "runner.stacks.images", "build", "cpu", "--json", str(record), "--wheelhouse", str(REPO_ROOT / "wheelhouse" / "cpu")],
         cwd=copy, env=env, capture_output=True, text=True, timeout=900,
     )
     assert result.returncode == 0, result.stderr[-4000:]
@@ -114,7 +115,7 @@ def test_dependency_layer_is_reproducible(built, container_env, tmp_path):
 
 
 def test_sif_archive_is_the_built_image(built, container_env, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "runner.apptainer", "cpu", "--out", str(tmp_path)],
+    result = subprocess.run([sys.executable, "-m", "runner.stacks.apptainer", "cpu", "--out", str(tmp_path)],
                             cwd=REPO_ROOT, env=container_env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
     sif_plan = apptainer.plan(built["tag"], containers.find("build").archive_scheme, tmp_path)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from runner import indexes, locking, stacks
+from runner import stacks
 from runner.errors import StackError
+from runner.stacks import indexes, locking
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""runner.memory's estimate against the measured peak of real CPU training runs (python -m runner.job).
+"""runner.preflight.memory's estimate against the measured peak of real CPU training runs (python -m runner.job).
 
 Each configuration trains in a fresh process; its peak resident memory above a process that only
 imported the libraries must be within a quarter of the estimate. None of them is one of the runs

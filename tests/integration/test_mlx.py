@@ -14,9 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runner import checkpoint, stack_venv, stacks
+from runner import stacks
 from runner.errors import EngineError, PreflightError
-from tests.conftest import REPO_ROOT, nothing_but_preflight, run_lockstep, start_lockstep
+from runner.stacks import venv as stack_venv
+from runner.training import checkpoint
+from tests.helpers import REPO_ROOT, nothing_but_preflight, run_lockstep, start_lockstep
 from tests.integration.run_checks import PNG_SIGNATURE, assert_merge_keeps_the_outputs, logged_step, wait_until
 
 pytestmark = pytest.mark.slow

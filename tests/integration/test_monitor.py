@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from runner import metrics
-from tests.conftest import DEMO_CONFIG, REPO_ROOT, run_lockstep, start_lockstep
+from runner.training import metrics
+from tests.helpers import DEMO_CONFIG, REPO_ROOT, run_lockstep, start_lockstep
 from tests.integration.run_checks import wait_until
 
 pytestmark = pytest.mark.slow

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from runner import checkpoint
-from tests.conftest import DEMO_CONFIG, REPO_ROOT, TWO_PROCESS_ARGS, TWO_PROCESS_ENV
+from runner.training import checkpoint
+from tests.helpers import DEMO_CONFIG, REPO_ROOT, TWO_PROCESS_ARGS, TWO_PROCESS_ENV
 from tests.integration.run_checks import assert_same_training, logged_step, wait_until
 
 pytestmark = pytest.mark.slow

@@ -12,8 +12,14 @@ import subprocess
 
 import pytest
 
-from tests.conftest import DEMO_CONFIG, REPO_ROOT, run_lockstep, start_lockstep
-from tests.integration.run_checks import GENERATE_SCRIPT, assert_complete_run, assert_same_training, logged_step, wait_until
+from tests.helpers import DEMO_CONFIG, REPO_ROOT, run_lockstep, start_lockstep
+from tests.integration.run_checks import (
+    GENERATE_SCRIPT,
+    assert_complete_run,
+    assert_same_training,
+    logged_step,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.pinned]
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from runner import config as config_module
-from tests.conftest import DEMO_CONFIG, nothing_but_preflight, run_lockstep
+from tests.helpers import DEMO_CONFIG, nothing_but_preflight, run_lockstep
 
 PREFLIGHT_EXIT = 12
 

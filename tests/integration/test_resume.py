@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from runner import checkpoint, metrics
 from runner.rundir import BEFORE_RUN
-from tests.conftest import DEMO_CONFIG, run_lockstep, start_lockstep
+from runner.training import checkpoint, metrics
+from tests.helpers import DEMO_CONFIG, run_lockstep, start_lockstep
 from tests.integration.run_checks import (
     assert_complete_run,
     assert_same_training,

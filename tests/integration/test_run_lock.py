@@ -8,8 +8,8 @@ import socket
 
 import pytest
 
-from runner import metrics
-from tests.conftest import DEMO_CONFIG, run_lockstep, start_lockstep
+from runner.training import metrics
+from tests.helpers import DEMO_CONFIG, run_lockstep, start_lockstep
 from tests.integration.run_checks import assert_complete_run, logged_step, wait_until
 
 pytestmark = pytest.mark.slow

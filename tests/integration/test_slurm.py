@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from runner.backends import jobs
-from tests.conftest import DEMO_CONFIG, REPO_ROOT, TWO_PROCESS_ARGS, TWO_PROCESS_ENV
+from tests.helpers import DEMO_CONFIG, REPO_ROOT, TWO_PROCESS_ARGS, TWO_PROCESS_ENV
 from tests.integration.run_checks import assert_same_training, logged_step
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]

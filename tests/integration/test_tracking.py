@@ -10,9 +10,9 @@ import signal
 
 import pytest
 
-from runner import metrics
+from runner.training import metrics
 from tests import wandb_records
-from tests.conftest import DEMO_CONFIG, nothing_but_preflight, run_lockstep, start_lockstep
+from tests.helpers import DEMO_CONFIG, nothing_but_preflight, run_lockstep, start_lockstep
 from tests.integration.run_checks import logged_step, wait_until
 
 pytestmark = pytest.mark.slow

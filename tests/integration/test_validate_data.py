@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from runner.errors import ConfigError, DataError
-from tests.conftest import DEMO_CONFIG, REPO_ROOT, run_lockstep
+from tests.helpers import DEMO_CONFIG, REPO_ROOT, run_lockstep
 
 DEMO_DATA = REPO_ROOT / "runner" / "demo" / "data"
 

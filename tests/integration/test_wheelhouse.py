@@ -10,8 +10,9 @@ import sys
 
 import pytest
 
-from runner import stacks, wheelhouse
-from runner.hashing import file_sha256
+from runner import stacks
+from runner.stacks import wheelhouse
+from runner.util.hashing import file_sha256
 
 pytestmark = pytest.mark.slow
 

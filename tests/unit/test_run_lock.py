@@ -14,7 +14,7 @@ import pytest
 
 from runner import run_lock
 from runner.errors import RunInUse
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 # A process that takes the lock, says so, and keeps it (optionally starting a child that takes it too).
 HOLD = """

@@ -1,0 +1,1 @@
+"""Readers of a run directory: the live monitor and the HTML reports."""

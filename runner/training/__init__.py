@@ -1,0 +1,1 @@
+"""What the engines share inside a run: checkpoints, final outputs, metrics, trackers, signals, processes, data, schedules."""

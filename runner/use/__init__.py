@@ -1,0 +1,1 @@
+"""Using a finished run: generate with its adapter, merge it into the base model."""
