@@ -33,27 +33,29 @@ SMOKE_STEPS = 20
 
 
 @dataclass(frozen=True)
-class Check:
+class Gate:
+    """One line of a stack's compatibility report: what was tried, and whether it passed."""
+
     name: str
     status: str  # pass | fail | skip
     detail: str
 
 
-def check_stack(stack: stacks.Stack, work: Path) -> list[Check]:
+def check_stack(stack: stacks.Stack, work: Path) -> list[Gate]:
     problem = stack.lock_problem()
     if problem and not stack.lock_file.is_file():
-        return [Check("lock", "skip", problem)]
+        return [Gate("lock", "skip", problem)]
     if problem:
-        return [Check("lock", "fail", problem)]
-    checks = [Check("lock", "pass", f"{stack.lock_file.name} matches {stack.input_file.name}")]
+        return [Gate("lock", "fail", problem)]
+    checks = [Gate("lock", "pass", f"{stack.lock_file.name} matches {stack.input_file.name}")]
     checks += _known_bad(stack)
     venv = work / "venv"
     shutil.rmtree(venv, ignore_errors=True)
     try:
         install.install(stack, venv)
     except LockstepError as exc:
-        return [*checks, Check("install --require-hashes", "fail", str(exc))]
-    checks.append(Check("install --require-hashes", "pass", f"fresh environment {venv}"))
+        return [*checks, Gate("install --require-hashes", "fail", str(exc))]
+    checks.append(Gate("install --require-hashes", "pass", f"fresh environment {venv}"))
     python = str(venv / "bin" / "python")
     checks.append(_command("pip check", [python, "-m", "pip", "check"]))
     modules = IMPORTS.get(stack.engine, IMPORTS["hf"])
@@ -63,39 +65,39 @@ def check_stack(stack: stacks.Stack, work: Path) -> list[Check]:
     return checks
 
 
-def _known_bad(stack: stacks.Stack) -> list[Check]:
+def _known_bad(stack: stacks.Stack) -> list[Gate]:
     rules = known_bad.load()
     findings = {f.rule.id: f for f in known_bad.evaluate(stacks.pins(stack.lock_file.read_text()), rules)}
     checks = []
     for rule in rules:
         finding = findings.get(rule.id)
         if finding is None:
-            checks.append(Check(f"known-bad: {rule.id}", "pass", "does not apply"))
+            checks.append(Gate(f"known-bad: {rule.id}", "pass", "does not apply"))
         else:
-            checks.append(Check(f"known-bad: {rule.id}", "fail" if rule.severity == "error" else "pass", finding.describe()))
+            checks.append(Gate(f"known-bad: {rule.id}", "fail" if rule.severity == "error" else "pass", finding.describe()))
     return checks
 
 
-def _command(name: str, command: list[str]) -> Check:
+def _command(name: str, command: list[str]) -> Gate:
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT)
     output = (result.stdout + result.stderr).strip()
-    return Check(name, "pass" if result.returncode == 0 else "fail", output[-2000:] or "ok")
+    return Gate(name, "pass" if result.returncode == 0 else "fail", output[-2000:] or "ok")
 
 
-def _drift(python: str, stack: stacks.Stack) -> Check:
+def _drift(python: str, stack: stacks.Stack) -> Gate:
     result = subprocess.run([python, "-m", "runner.stacks.drift", stack.name], capture_output=True, text=True, cwd=REPO_ROOT)
     if result.returncode != 0:
-        return Check("installed = lock", "fail", result.stderr.strip()[-2000:])
+        return Gate("installed = lock", "fail", result.stderr.strip()[-2000:])
     from runner.stacks.drift import describe
 
     drift = json.loads(result.stdout)
-    return Check("installed = lock", "pass" if drift["clean"] else "fail", describe(drift))
+    return Gate("installed = lock", "pass" if drift["clean"] else "fail", describe(drift))
 
 
-def _smoke_train(stack: stacks.Stack, venv: Path, work: Path) -> Check:
+def _smoke_train(stack: stacks.Stack, venv: Path, work: Path) -> Gate:
     name = f"fine-tune the demo ({SMOKE_STEPS} steps)"
     if stack.accelerator == "cuda":
-        return Check(name, "skip", "needs a CUDA GPU; run `nox -s compat` on a GPU machine")
+        return Gate(name, "skip", "needs a CUDA GPU; run `nox -s compat` on a GPU machine")
     run_dir = work / "smoke-run"
     shutil.rmtree(run_dir, ignore_errors=True)
     config = "configs/demo-mlx.yaml" if stack.engine == "mlx" else "configs/demo.yaml"
@@ -107,10 +109,10 @@ def _smoke_train(stack: stacks.Stack, venv: Path, work: Path) -> Check:
     summary = json.loads((run_dir / SUMMARY_FILE).read_text())
     drop = summary.get("eval_loss_drop") or 0
     detail = f"eval loss {summary['first_eval_loss']:.3f} -> {summary['final_eval_loss']:.3f} in {summary['steps']} steps"
-    return Check(name, "pass" if drop > 0.2 else "fail", detail)
+    return Gate(name, "pass" if drop > 0.2 else "fail", detail)
 
 
-def write_report(stack: stacks.Stack, checks: list[Check], out_dir: Path) -> str:
+def write_report(stack: stacks.Stack, checks: list[Gate], out_dir: Path) -> str:
     """Write <stack>.json and <stack>.md; return the stack's overall status."""
     status = "fail" if any(c.status == "fail" for c in checks) else ("skip" if all(c.status == "skip" for c in checks) else "pass")
     out_dir.mkdir(parents=True, exist_ok=True)
