@@ -28,8 +28,7 @@ class Local:
 
     def prepare(self, spec: JobSpec) -> Submission:
         """The command that trains the run: this Python (or the config's stack's), one process or torchrun's."""
-        job_args = arguments.entry_arguments(str(spec.config_path), backend=self.name, overrides=spec.overrides, fresh=spec.fresh,
-                                             strict_env=spec.strict_env)
+        job_args = _job_arguments(spec)
         stack = stack_venv.target(spec.config)
         if stack is not None:
             return Submission(files={}, argv=(str(stack_venv.python(stacks.get(stack))), "-m", arguments.JOB_MODULE, *job_args))
@@ -54,9 +53,8 @@ class Local:
             return Started(exit_code=entry.train(spec.config, backend=self.name, fresh=spec.fresh, strict_env=spec.strict_env))
         from runner.job import launch
 
-        job_args = submission.argv[submission.argv.index(arguments.JOB_MODULE) + 1:]
         return Started(exit_code=launch.run(nnodes=1, nproc=processes, node_rank=0, master_addr=None, master_port=launch.DEFAULT_PORT,
-                                            job_args=job_args))
+                                            job_args=_job_arguments(spec)))
 
     def state(self, handle: JobHandle) -> JobState:
         raise no_job(self.name)
@@ -66,6 +64,11 @@ class Local:
 
     def logs(self, handle: JobHandle, follow: bool = False) -> Iterator[str]:
         raise no_job(self.name)
+
+
+def _job_arguments(spec: JobSpec) -> list[str]:
+    return arguments.entry_arguments(str(spec.config_path), backend=Local.name, overrides=spec.overrides, fresh=spec.fresh,
+                                     strict_env=spec.strict_env)
 
 
 def _inside_torchrun() -> bool:

@@ -7,9 +7,10 @@ checkpoint, or from the start if it has none. A finished run is left as it is.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -24,6 +25,8 @@ from runner.training.checkpoint import Checkpoint, CheckpointStore, StorageHook,
 from runner.training.signals import StopFlag, stop_on
 from runner.util import console, jsonl
 from runner.util.files import write_atomic
+
+T = TypeVar("T")
 
 
 def main(
@@ -216,7 +219,7 @@ def _record_attempt(
     return fingerprint
 
 
-def _write_outputs(write: Any, run_dir: Path, store: CheckpointStore) -> Any:
+def _write_outputs(write: Callable[[], T], run_dir: Path, store: CheckpointStore) -> T:
     """Run `write` (the summary, metrics.csv and plots); a full disk or an I/O error there is exit 6, like a failed save."""
     try:
         return write()
