@@ -52,15 +52,27 @@ def _bench_options() -> list[str]:
             "--benchmark-compare", "--benchmark-sort=name"]
 
 
+# What a lock is made with, at the versions and hashes the cpu stack pins (pip-tools and what it
+# needs): a lock depends on the resolver that made it, so never on whichever uv is newest.
+LOCK_TOOLS = ("uv", "pip-tools", "pip", "build", "click", "packaging", "pyproject-hooks", "setuptools", "wheel")
+
+
 @nox.session(python="3.11")
 def lock(session: nox.Session) -> None:
-    """Compile lockfiles/<stack>.txt for the named stacks (all by default).
+    """Compile lockfiles/<stack>.txt for the named stacks (all by default), with the uv and pip-tools the cpu stack pins.
 
-    nox -s lock -- cpu mlx              uv (default)
+    nox -s lock -- cpu mlx                   uv (default)
     nox -s lock -- cpu --engine pip-tools
-    nox -s lock -- cpu --find-links DIR a wheel directory standing in for an unreachable index
+    nox -s lock -- cu121-torch251 --find-links DIR   wheels standing in for PyTorch's index where it cannot be reached
+    LOCKSTEP_INDEX_MIRRORS="https://download.pytorch.org/whl=URL" nox -s lock -- ...   an index reached elsewhere
     """
-    session.install("uv", "pip-tools")
+    from runner import stacks
+
+    tools = Path(session.create_tmp()) / "lock-tools.txt"
+    entries = stacks.entries(stacks.get("cpu").lock_file.read_text())
+    tools.write_text("".join(entries[name] for name in LOCK_TOOLS))
+    session.install("--require-hashes", "--no-deps", "-r", str(tools))
+    session.run("python", "-m", "pip", "check", "--disable-pip-version-check")  # LOCK_TOOLS holds all they need
     session.run("python", "-m", "runner.stacks.locking", *session.posargs)
 
 

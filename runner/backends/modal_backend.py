@@ -33,8 +33,9 @@ class Modal:
         if stack.lock_problem():
             problems.append(limits.problem(
                 summary=str(stack.lock_problem()),
-                fix="where its indexes are reachable; or set stack: cu121-torch251-pypi"
-                    " (the same library set with PyPI's CUDA build of torch 2.5.1)",
+                fix=(f"where {stack.extra_index_url or stack.index_url} is reachable, or take the lock the project's CI makes "
+                     f"({stacks.LOCK_WORKFLOW}); or set stack: cu121-torch251-pypi (the same library set with PyPI's "
+                     "CUDA build of torch 2.5.1)"),
             ))
         if stack.accelerator == "metal":
             problems.append(limits.problem(summary=f"stack {stack.name} is for Apple silicon",

@@ -85,5 +85,5 @@ def _inputs(spec: JobSpec, run_dir: PurePosixPath) -> tuple[list[dict[str, str]]
 
 
 def _extra_index(stack: stacks.Stack) -> str | None:
-    """The stack's second index (PyTorch's, for CUDA builds): Modal's image builders reach it."""
-    return stack.index_urls[1] if len(stack.index_urls) > 1 else None
+    """The stack's project index (PyTorch's, for CUDA builds): Modal's image builders reach it."""
+    return stack.extra_index_url

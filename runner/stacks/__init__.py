@@ -23,10 +23,23 @@ INPUT_HASH = re.compile(r"^# input sha256: ([0-9a-f]{64})$", re.MULTILINE)
 BODY_HASH_LINE = "# body sha256: "  # the last line of a lock's header
 BODY_HASH = re.compile(re.escape(BODY_HASH_LINE).encode() + rb"([0-9a-f]{64})")
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)", re.MULTILINE)
+HASH = re.compile(r"--hash=sha256:([0-9a-f]{64})")
 ACCELERATORS = ("cpu", "cuda", "metal")
 FIELDS = (
-    "description", "python", "platforms", "index_urls", "requirements", "resolved_before", "base_image", "accelerator", "engine",
+    "description", "python", "platforms", "index_url", "requirements", "resolved_before", "base_image", "accelerator", "engine",
 )
+OPTIONAL = ("project_index",)
+LOCK_WORKFLOW = ".github/workflows/lock-cuda-stacks.yml"  # makes the locks that need PyTorch's index, where it is reachable
+
+
+@dataclass(frozen=True)
+class ProjectIndex:
+    """Projects that come from this index only (PyTorch's CUDA builds from PyTorch's index); every
+    other name comes from the stack's main index. Such an index may record no upload times, so the
+    stack's cut-off is waived for these projects: their versions are pinned in the `.in` file."""
+
+    url: str
+    projects: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -35,13 +48,19 @@ class Stack:
     description: str
     python: str
     platforms: tuple[str, ...]
-    index_urls: tuple[str, ...]
+    index_url: str  # every project not in project_index
     requirements: str
     resolved_before: str  # packages uploaded later are not considered, so re-locking gives the same lock
     base_image: str
     accelerator: str
     engine: str
+    project_index: ProjectIndex | None = None
     root: Path = LOCKFILES
+
+    @property
+    def extra_index_url(self) -> str | None:
+        """The index pip searches beside its own for this stack's files (PyTorch's), or None."""
+        return self.project_index.url if self.project_index else None
 
     @property
     def input_file(self) -> Path:
@@ -115,6 +134,18 @@ def pins(lock_text: str) -> dict[str, list[str]]:
     return found
 
 
+def entries(lock_text: str) -> dict[str, str]:
+    """Each package's lines of a lock (its pin, hashes and `# via` notes) by normalized name; a name
+    pinned per platform (a universal lock) gets all its entries."""
+    found: dict[str, str] = {}
+    for block in re.split(r"\n(?=[A-Za-z0-9])", lock_text):
+        match = PIN.match(block)
+        if match:
+            name = normalize(match.group(1))
+            found[name] = found.get(name, "") + block.rstrip("\n") + "\n"
+    return found
+
+
 def load(root: Path = LOCKFILES) -> dict[str, Stack]:
     """Every stack of `root/stacks.toml`, validated; raise StackError listing every problem."""
     path = root / STACKS_FILE
@@ -125,13 +156,17 @@ def load(root: Path = LOCKFILES) -> dict[str, Stack]:
     stacks, problems = {}, []
     for name, entry in raw.get("stacks", {}).items():
         missing = [key for key in FIELDS if key not in entry]
-        unknown = sorted(set(entry) - set(FIELDS))
+        unknown = sorted(set(entry) - set(FIELDS) - set(OPTIONAL))
         if missing or unknown:
             problems.append(f"stack {name}: missing {', '.join(missing) or 'nothing'}; unknown {', '.join(unknown) or 'nothing'}")
             continue
+        project_index, problem = _project_index(entry.get("project_index"))
+        if problem:
+            problems.append(f"stack {name}: {problem}")
         stack = Stack(
             name=name,
             **{key: tuple(entry[key]) if isinstance(entry[key], list) else entry[key] for key in FIELDS},
+            project_index=project_index,
             root=root,
         )
         if stack.accelerator not in ACCELERATORS:
@@ -142,6 +177,15 @@ def load(root: Path = LOCKFILES) -> dict[str, Stack]:
     if problems:
         raise StackError(f"{path}: " + "; ".join(problems))
     return stacks
+
+
+def _project_index(entry: object) -> tuple[ProjectIndex | None, str | None]:
+    if entry is None:
+        return None, None
+    if (not isinstance(entry, dict) or set(entry) != {"url", "projects"} or not isinstance(entry["url"], str)
+            or not isinstance(entry["projects"], list) or not entry["projects"]):
+        return None, 'project_index must be a table of url (a string) and projects (a list of names), nothing else'
+    return ProjectIndex(entry["url"].rstrip("/"), tuple(normalize(name) for name in entry["projects"])), None
 
 
 def get(name: str, root: Path = LOCKFILES) -> Stack:

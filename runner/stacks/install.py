@@ -28,8 +28,9 @@ REPO_ROOT = stacks.LOCKFILES.parent
 STACK_MARKER = "lockstep-stack.json"  # in the environment: which stack it was installed from
 
 
-def install(stack: stacks.Stack, venv: Path) -> None:
-    """Make `venv` exactly the lock of `stack`; the marker, written last, says it is complete."""
+def install(stack: stacks.Stack, venv: Path, wheelhouse: Path | None = None) -> None:
+    """Make `venv` exactly the lock of `stack`; the marker, written last, says it is complete.
+    `wheelhouse`: take every locked package from that directory and from no index."""
     problem = stack.lock_problem()  # first: a lock that cannot be trusted leaves the environment untouched
     if problem:
         raise StackError(problem)
@@ -37,13 +38,30 @@ def install(stack: stacks.Stack, venv: Path) -> None:
     if not python.exists():
         _run([sys.executable, "-m", "venv", str(venv)], f"create the virtual environment {venv}")
     (venv / STACK_MARKER).unlink(missing_ok=True)  # an earlier install's: this one is not complete until the end
-    extra = indexes.extra_index_args(stack)
+    sources = ["--no-index", f"--find-links={wheelhouse}"] if wheelhouse else indexes.extra_index_args(stack)
     pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    _run([*pip, "--require-hashes", "--no-deps", *extra, "-r", str(stack.lock_file)], f"install the lock of stack {stack.name}")
+    _install_lock(stack, [*pip, "--require-hashes", "--no-deps", *sources, "-r", str(stack.lock_file)])
     _run([*pip, "--no-deps", "-e", str(REPO_ROOT)], "install lockstep itself")
     _pip_check(stack, venv)
     marker = {"stack": stack.name, "lock_sha256": file_sha256(stack.lock_file)}
     (venv / STACK_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+
+
+def _install_lock(stack: stacks.Stack, command: list[str]) -> None:
+    """pip checks every file against the lock before it installs any; a file whose sha256 is not
+    the lock's (an index that now serves other bytes under the same name) stops it there."""
+    result = subprocess.run(command, stderr=subprocess.PIPE, text=True, check=False)
+    sys.stderr.write(result.stderr)
+    if result.returncode == 0:
+        return
+    if "DO NOT MATCH THE HASHES" in result.stderr:
+        raise StackError(
+            f"refused to install stack {stack.name}: a file the index serves now is not the one its lock was made with "
+            f"(pip's list of them is above), so nothing from the lock was installed. If the index rebuilt the file on "
+            f"purpose, re-lock the stack with `nox -s lock -- {stack.name}` and review the diff; otherwise install from "
+            f"a wheelhouse filled while the files were right (`nox -s wheelhouse -- {stack.name}`)"
+        )
+    raise StackError(f"could not install the lock of stack {stack.name} (command: {shlex.join(command)}); see pip's message above")
 
 
 def _pip_check(stack: stacks.Stack, venv: Path) -> None:
@@ -73,12 +91,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("venv", type=Path)
     parser.add_argument("--lockfiles", type=Path, default=stacks.LOCKFILES, metavar="DIR",
                         help="the directory of stacks.toml and the locks (default: this checkout's lockfiles/)")
+    parser.add_argument("--wheelhouse", type=Path, metavar="DIR",
+                        help="install the lock's packages from this directory only (`nox -s wheelhouse`), no index")
     args = parser.parse_args(argv)
-    return run_command(lambda: _install(args.stack, args.lockfiles, args.venv))
+    return run_command(lambda: _install(args.stack, args.lockfiles, args.venv, args.wheelhouse))
 
 
-def _install(stack: str, lockfiles: Path, venv: Path) -> int:
-    install(stacks.get(stack, lockfiles), venv)
+def _install(stack: str, lockfiles: Path, venv: Path, wheelhouse: Path | None) -> int:
+    install(stacks.get(stack, lockfiles), venv, wheelhouse)
     return 0
 
 

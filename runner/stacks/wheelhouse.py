@@ -21,16 +21,15 @@ from runner.stacks import indexes
 from runner.util import console
 from runner.util.hashing import file_sha256
 
-WHEELHOUSE_ROOT = stacks.LOCKFILES.parent / "wheelhouse"
 # x86_64-manylinux_2_28 (uv's platform name) -> the architecture and the glibc minor version
 MANYLINUX = re.compile(r"^(x86_64|aarch64)-manylinux_2_(\d+)$")
 # manylinux2014 and its elders, which wheels still use, are aliases of these glibc versions
 LEGACY_MANYLINUX = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
-HASH = re.compile(r"--hash=sha256:([0-9a-f]{64})")
 
 
 def default_dir(stack: stacks.Stack) -> Path:
-    return WHEELHOUSE_ROOT / stack.name
+    """wheelhouse/STACK beside the stack's lockfiles/ directory."""
+    return stack.root.parent / "wheelhouse" / stack.name
 
 
 def fill(stack: stacks.Stack, dest: Path | None = None) -> Path:
@@ -59,7 +58,7 @@ def verify(stack: stacks.Stack, dest: Path) -> list[str]:
     """Check every file of `dest` against the lock's hashes; remove (and name) those the lock no
     longer lists, e.g. left from an older lock. pip checked what it downloaded; this also covers
     files that were already there."""
-    allowed = set(HASH.findall(stack.lock_file.read_text()))
+    allowed = set(stacks.HASH.findall(stack.lock_file.read_text()))
     removed = []
     for path in sorted(dest.iterdir()):
         if path.is_file() and path.suffix in (".whl", ".gz", ".zip") and file_sha256(path) not in allowed:
@@ -84,6 +83,7 @@ def platform_args(stack: stacks.Stack) -> list[str]:
             tags.append(f"manylinux_2_{minor}_{arch}")
             if minor in LEGACY_MANYLINUX:
                 tags.append(f"{LEGACY_MANYLINUX[minor]}_{arch}")
+        tags.append(f"linux_{arch}")  # PyTorch's +cpu/+cuXXX wheels carry the plain tag, not a manylinux one
     return ["--only-binary=:all:", "--implementation=cp", f"--python-version={stack.python}",
             *(f"--platform={tag}" for tag in tags)]
 
@@ -92,15 +92,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nox -s wheelhouse --", description=__doc__.splitlines()[0])
     parser.add_argument("stacks", nargs="+", help="stack names from lockfiles/stacks.toml")
     parser.add_argument("--dest", type=Path, help="directory for the wheels (default: wheelhouse/STACK; one stack only)")
+    parser.add_argument("--lockfiles", type=Path, default=stacks.LOCKFILES, metavar="DIR",
+                        help="the directory of stacks.toml and the locks (default: this checkout's lockfiles/)")
     args = parser.parse_args(argv)
     if args.dest and len(args.stacks) > 1:
         parser.error("--dest takes one stack")
-    return run_command(lambda: _fill_all(args.stacks, args.dest))
+    return run_command(lambda: _fill_all(args.stacks, args.dest, args.lockfiles))
 
 
-def _fill_all(names: Sequence[str], dest: Path | None) -> int:
+def _fill_all(names: Sequence[str], dest: Path | None, root: Path) -> int:
     for name in names:
-        filled = fill(stacks.get(name), dest)
+        filled = fill(stacks.get(name, root), dest)
         files = [path for path in filled.iterdir() if path.is_file()]
         size = sum(path.stat().st_size for path in files) / 2**20
         console.say(f"wheelhouse of {name}: {filled} ({len(files)} files, {size:.0f} MiB, all in the lock)")

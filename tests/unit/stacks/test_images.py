@@ -54,10 +54,11 @@ def test_build_commands_pin_every_timestamp():
     assert "--build-arg=SOURCE_DATE_EPOCH=1700000000" in docker and "--no-cache" in docker and "--target=deps" in docker
 
 
-def test_wheels_are_fetched_for_the_stack_platform_with_every_older_manylinux_tag():
+def test_wheels_are_fetched_for_the_stack_platform_with_every_older_manylinux_tag_and_pytorchs_plain_one():
     args = wheelhouse.platform_args(stacks.get("cpu"))
     platforms = [arg.removeprefix("--platform=") for arg in args if arg.startswith("--platform=")]
     assert platforms[0] == "manylinux_2_28_x86_64" and "manylinux2014_x86_64" in platforms and "manylinux_2_17_x86_64" in platforms
+    assert "linux_x86_64" in platforms  # torch-2.5.1+cu121-cp311-cp311-linux_x86_64.whl
     assert "--python-version=3.11" in args and "--only-binary=:all:" in args
     assert wheelhouse.platform_args(stacks.get("mlx")) == []  # universal: this machine's wheels
 

@@ -56,7 +56,8 @@ def test_every_declared_stack_loads_with_its_inputs():
     for stack in declared.values():
         assert stack.input_file.is_file() and stack.accelerator in stacks.ACCELERATORS
     assert declared["mlx"].platforms == ("universal",)
-    assert declared["cpu"].index_urls[1] == "https://download.pytorch.org/whl/cpu"
+    assert declared["cpu"].project_index.url == "https://download.pytorch.org/whl/cpu"
+    assert declared["cu121-torch251"].project_index.projects[:2] == ("torch", "torchvision")
 
 
 @pytest.mark.parametrize("name", sorted(DECLARED - NEEDS_PYTORCH_INDEX))
