@@ -105,5 +105,8 @@ def build(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def sif(session: nox.Session) -> None:
-    """Export the named stacks' images (default: cpu) for Apptainer: an archive, and the SIF where apptainer exists."""
-    session.run("python", "-m", "runner.stacks.apptainer", *(session.posargs or ["cpu"]))
+    """Build the named stacks' images (default: cpu) as SIF files for Apptainer in build/sif/, checked by reading them back.
+
+    nox -s sif -- cpu --builder siftool     without Apptainer (siftool + squashfs-tools); auto: apptainer where installed
+    """
+    session.run("python", "-m", "runner.stacks.sif", *(session.posargs or ["cpu"]))

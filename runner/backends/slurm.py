@@ -24,7 +24,7 @@ from runner.job import arguments
 from runner.problems import Check
 from runner.rundir import CONFIG_FILE
 from runner.spec import JobSpec
-from runner.stacks import apptainer, environment, images
+from runner.stacks import environment, images, sif
 from runner.stacks.containers import mount_option
 from runner.util import shell
 
@@ -44,7 +44,7 @@ class Slurm:
             problems.append(limits.problem(
                 status="warning",
                 summary=f"no Apptainer image at {sif}",
-                fix=f"build it (nox -s sif -- {stack_name(spec)}, then its build-sif.sh where apptainer exists), or set slurm.image",
+                fix=f"build it (nox -s sif -- {stack_name(spec)}), or set slurm.image",
             ))
         for tool in {"apptainer": ("apptainer",), "podman": ("podman",), "none": ()}[container] + ("sbatch",):
             if shutil.which(tool) is None:
@@ -128,7 +128,7 @@ def launch_prefix(spec: JobSpec) -> tuple[str, ...]:
 def default_sif(spec: JobSpec) -> Path:
     """Where `nox -s sif -- STACK` writes the stack's Apptainer image for the current files."""
     tag = images.spec(stacks.get(stack_name(spec))).tag
-    return apptainer.plan(tag, "oci-archive", stacks.LOCKFILES.parent / "build" / "sif").sif
+    return stacks.LOCKFILES.parent / "build" / "sif" / sif.out_name(tag)
 
 
 def stack_name(spec: JobSpec) -> str:

@@ -32,7 +32,7 @@ class SifPlan:
 
 
 def plan(tag: str, scheme: str, out_dir: Path) -> SifPlan:
-    stem = tag.replace("/", "-").replace(":", "-")  # lockstep/cpu:0123abcd -> lockstep-cpu-0123abcd
+    stem = tag.replace("/", "-").replace(":", "-")  # lockstep/cpu:0123abcd -> lockstep-cpu-0123abcd (sif.out_name's stem)
     archive = out_dir / f"{stem}.{'oci' if scheme == 'oci-archive' else 'docker'}.tar"
     sif = out_dir / f"{stem}.sif"
     return SifPlan(archive=archive, sif=sif, script=out_dir / f"{stem}.build-sif.sh",

@@ -29,6 +29,9 @@ class ImageInfo:
     size: int | None  # bytes
     labels: dict[str, str]
     layers: tuple[str, ...]  # uncompressed layer digests (diff ids), base first
+    env: tuple[str, ...] = ()  # NAME=VALUE, as the image's config sets them
+    entrypoint: tuple[str, ...] = ()
+    cmd: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -60,11 +63,12 @@ class Tool:
         if self.name == "buildah":
             oci = data["OCIv1"]
             return ImageInfo(id=data["FromImageID"], size=None, labels=oci["config"].get("Labels") or {},
-                             layers=tuple(oci["rootfs"]["diff_ids"]))
+                             layers=tuple(oci["rootfs"]["diff_ids"]), **_run_config(oci["config"]))
         image = data[0]
         image_id = image["Id"] if image["Id"].startswith("sha256:") else f"sha256:{image['Id']}"
-        return ImageInfo(id=image_id, size=image.get("Size"), labels=(image.get("Config") or {}).get("Labels") or {},
-                         layers=tuple(image["RootFS"]["Layers"]))
+        config = image.get("Config") or {}
+        return ImageInfo(id=image_id, size=image.get("Size"), labels=config.get("Labels") or {},
+                         layers=tuple(image["RootFS"]["Layers"]), **_run_config(config))
 
     @property
     def archive_scheme(self) -> str:
@@ -78,6 +82,11 @@ class Tool:
         if self.name == "podman":
             return ["podman", "save", "--format=oci-archive", f"--output={archive}", ref]
         return ["buildah", "push", ref, f"oci-archive:{archive}:{ref}"]
+
+
+def _run_config(config: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+    return {"env": tuple(config.get("Env") or ()), "entrypoint": tuple(config.get("Entrypoint") or ()),
+            "cmd": tuple(config.get("Cmd") or ())}
 
 
 def find(purpose: Purpose) -> Tool:
