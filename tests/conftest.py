@@ -130,3 +130,17 @@ def golden(request):
                                   f"LOCKSTEP_REGEN_GOLDEN=1 pytest {test_file}")
 
     return check
+
+
+@pytest.fixture(scope="session")
+def cpu_sif(container_env, tmp_path_factory) -> Path:
+    """The cpu stack's SIF, built here without Apptainer (`nox -s sif -- cpu --builder siftool`)."""
+    missing = [tool for tool in ("siftool", "mksquashfs", "unsquashfs", "ch-run") if shutil.which(tool) is None]
+    if missing:
+        skip_or_fail(f"{', '.join(missing)} not installed (apt-get install siftool squashfs-tools charliecloud-runtime squashfuse)")
+    out = tmp_path_factory.mktemp("sif")
+    result = subprocess.run([sys.executable, "-m", "runner.stacks.sif", "cpu", "--builder", "siftool", "--out", str(out)],
+                            cwd=REPO_ROOT, env=container_env, capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stderr[-4000:]
+    (image,) = out.glob("*.sif")
+    return image

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner.config import RunConfig
@@ -32,6 +32,7 @@ class ScriptInputs:
     launcher_args: tuple[str, ...]  # runner.job.launch's arguments, then `--` and the job's
     resubmit: str  # the command a user runs to continue after max_requeues
     submit_argv: tuple[str, ...]
+    env: dict[str, str] = field(default_factory=dict)  # exported before the step, besides the config's distributed.env
 
 
 def sbatch_lines(config: RunConfig) -> list[str]:
@@ -59,7 +60,7 @@ def sbatch_lines(config: RunConfig) -> list[str]:
 
 def render(inputs: ScriptInputs) -> str:
     config = inputs.config
-    env = {"LOCKSTEP_SUBMISSION": inputs.submission_id, **config.distributed.env}
+    env = {"LOCKSTEP_SUBMISSION": inputs.submission_id, **inputs.env, **config.distributed.env}
     step = ["srun", "--kill-on-bad-exit=1", "--ntasks-per-node=1",
             f"--cpus-per-task={config.resources.cpus_per_node}",
             *inputs.launch, *inputs.launcher_args]

@@ -14,7 +14,7 @@ from typing import Any, Literal
 # A duration: "90m", "6h", "1d12h", or Slurm's "06:00:00" / "1-12:00:00"; a bare number is seconds
 # (YAML reads an unquoted 06:00:00 as the number 21600, which is those seconds).
 Duration = typing.NewType("Duration", str)
-ContainerRuntime = Literal["apptainer", "podman", "none"]
+ContainerRuntime = Literal["apptainer", "charliecloud", "podman", "none"]
 DistributedBackend = Literal["auto", "nccl", "gloo"]
 Strategy = Literal["ddp", "fsdp"]
 
@@ -60,7 +60,7 @@ class SlurmConfig:
     qos: str | None = None
     constraint: str | None = None
     container: ContainerRuntime = "apptainer"
-    image: str | None = None  # a .sif file (apptainer) or an image reference (podman); default: the stack's
+    image: str | None = None  # a .sif file (apptainer, charliecloud) or an image reference (podman); default: the stack's
     python: str | None = None  # the interpreter with lockstep installed, for container: none
     max_requeues: int = 3  # how often a job that reached its time limit requeues itself
     notice_seconds: int = 300  # the time-limit notice (SIGUSR2) comes this long before the end

@@ -91,7 +91,9 @@ def _image() -> dict[str, str] | None:
     """The container image the run executes in, as the container backend started it."""
     if not os.environ.get("LOCKSTEP_IMAGE"):
         return None
-    return {"ref": os.environ["LOCKSTEP_IMAGE"], "id": os.environ.get("LOCKSTEP_IMAGE_ID", "")}
+    image = {"ref": os.environ["LOCKSTEP_IMAGE"], "id": os.environ.get("LOCKSTEP_IMAGE_ID", "")}
+    runtime = os.environ.get("LOCKSTEP_CONTAINER_RUNTIME")  # set where the image is not a docker/podman one (a SIF)
+    return {**image, "runtime": runtime} if runtime else image
 
 
 def _user() -> str | None:

@@ -4,8 +4,9 @@ Two builders make the same kind of file from the image `nox -s build` makes (nev
 Dockerfile again, so a SIF holds the bytes the other backends run):
 - siftool (no Apptainer needed): the image's root filesystem, plus the `/.singularity.d` files
   Apptainer's runtime reads (env/10-docker2singularity.sh from the image's ENV, the runscript
-  from its ENTRYPOINT and CMD, labels.json, the definition file), as one squashfs primary
-  system partition; the definition file and the labels as descriptors of their own.
+  from its ENTRYPOINT and CMD, labels.json, the definition file) and charliecloud's
+  /ch/environment (the same ENV), as one squashfs primary system partition; the definition
+  file and the labels as descriptors of their own.
 - apptainer (where it is installed): `apptainer build` from the image's OCI archive.
 `--builder auto` (the default) takes apptainer where it is on PATH, else siftool.
 
@@ -43,6 +44,7 @@ SQUASHFS_OPTIONS = ("-noappend", "-no-xattrs", "-comp", "gzip", "-Xcompression-l
 SINGULARITY_DIR = ".singularity.d"
 CHECKED_TREES = ("opt/lockstep",)  # besides site-packages: the code and the libraries must be the image's, byte for byte
 DIGEST_SUFFIX = ".partition-sha256"
+CHARLIECLOUD_ENV = "ch/environment"  # read by `ch-run --set-env` with no argument
 
 
 @dataclass(frozen=True)
@@ -129,11 +131,14 @@ def write_sif(rootfs: Path, target: Path, *, tag: str, info: containers.ImageInf
             "Singularity": definition(tag, info),
         }
         pseudo = [f"/{SINGULARITY_DIR} d 755 0 0", f"/{SINGULARITY_DIR}/env d 755 0 0"]
-        for name, text in files.items():
-            source = scratch / name.replace("/", "_")
+        pseudo += [] if (rootfs / "ch").is_dir() else ["/ch d 755 0 0"]
+        sources = {f"{SINGULARITY_DIR}/{name}": text for name, text in files.items()}
+        sources[CHARLIECLOUD_ENV] = charliecloud_env(info.env)
+        for name, text in sources.items():
+            source = scratch / Path(name).name
             source.write_text(text)
-            mode = "755" if name in ("runscript", "env/10-docker2singularity.sh") else "644"
-            pseudo.append(f"/{SINGULARITY_DIR}/{name} f {mode} 0 0 cat {shell.quote(str(source))}")
+            mode = "755" if name.endswith(("runscript", ".sh")) else "644"
+            pseudo.append(f"/{name} f {mode} 0 0 cat {shell.quote(str(source))}")
         partition = scratch / "rootfs.squashfs"
         command = ["mksquashfs", str(rootfs), str(partition), *SQUASHFS_OPTIONS, "-all-time", str(epoch), "-mkfs-time", str(epoch)]
         for definition_line in pseudo:
@@ -159,6 +164,11 @@ def env_script(env: Sequence[str]) -> str:
         name, _, value = item.partition("=")
         lines.append(f"export {name}={shell.quote(value)}")
     return "\n".join(lines) + "\n"
+
+
+def charliecloud_env(env: Sequence[str]) -> str:
+    """/ch/environment: the image's ENV as charliecloud's `ch-run --set-env` reads it (NAME=VALUE lines, literal)."""
+    return "".join(f"{item}\n" for item in env if "\n" not in item)
 
 
 def runscript(entrypoint: Sequence[str], cmd: Sequence[str]) -> str:

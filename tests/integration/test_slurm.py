@@ -23,9 +23,10 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 SLURM_ARGS = ("--backend", "slurm", "--set", "slurm.container=none", *TWO_PROCESS_ARGS)
 
 
-def submit(cluster, run_dir: Path) -> str:
-    result = subprocess.run([sys.executable, "-m", "runner", "train", str(DEMO_CONFIG), "--set", f"output_dir={run_dir}", *SLURM_ARGS],
-                            cwd=REPO_ROOT, env=cluster.env | TWO_PROCESS_ENV | {"PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True, timeout=60)
+def submit(cluster, run_dir: Path, *args: str) -> str:
+    result = subprocess.run([sys.executable, "-m", "runner", "train", str(DEMO_CONFIG), "--set", f"output_dir={run_dir}", *SLURM_ARGS, *args],
+                            cwd=REPO_ROOT, env=cluster.env | TWO_PROCESS_ENV | {"PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True,
+                            timeout=300)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
 
@@ -92,24 +93,43 @@ def test_demo_job_matches_the_local_two_process_run(slurm_cluster, two_process_r
     assert status.returncode == 0 and "complete" in status.stdout and f"slurm job {job_id}: COMPLETED" in status.stdout
 
 
-def test_requeue_and_time_limit_notice_resume_to_the_same_result(slurm_cluster, two_process_reference, tmp_path):
-    run_dir = tmp_path / "requeued"
-    job_id = submit(slurm_cluster, run_dir)
+def requeue_twice_then_finish(cluster, run_dir: Path, job_id: str, reference: Path) -> None:
+    """`scontrol requeue` (SIGTERM) at step 5, the time-limit notice (SIGUSR2) at step 12 of the second start:
+    both checkpoint and exit 75, the job comes back and resumes, and ends as the uninterrupted reference."""
+    wait_for(lambda: logged_step(run_dir) >= 5 or finished(cluster, job_id), "step 5")
+    assert not finished(cluster, job_id), log_of(run_dir, job_id)[-3000:]
+    cluster.run("scontrol", "requeue", job_id)  # SIGTERM to every process, as a preemption
+    start_now_when_pending(cluster, job_id)
 
-    wait_for(lambda: logged_step(run_dir) >= 5, "step 5")
-    slurm_cluster.run("scontrol", "requeue", job_id)  # SIGTERM to every process, as a preemption
-    start_now_when_pending(slurm_cluster, job_id)
+    wait_for(lambda: job_state(cluster, job_id)["Restarts"] == "1" and logged_step(run_dir) >= 12, "step 12 of the second start")
+    cluster.run("scancel", "--signal=USR2", "--batch", job_id)  # the time-limit notice of --signal=B:USR2@...
+    start_now_when_pending(cluster, job_id)
 
-    wait_for(lambda: job_state(slurm_cluster, job_id)["Restarts"] == "1" and logged_step(run_dir) >= 12, "step 12 of the second start")
-    slurm_cluster.run("scancel", "--signal=USR2", "--batch", job_id)  # the time-limit notice of --signal=B:USR2@...
-    start_now_when_pending(slurm_cluster, job_id)
-
-    wait_for(lambda: finished(slurm_cluster, job_id), "the job to finish")
+    wait_for(lambda: finished(cluster, job_id), "the job to finish")
     output = log_of(run_dir, job_id)
-    state = job_state(slurm_cluster, job_id)
+    state = job_state(cluster, job_id)
     assert state["JobState"] == "COMPLETED" and state["Restarts"] == "2", output[-3000:]
     events = [json.loads(line)["event"] for line in (jobs.latest(run_dir).job_dir / "events.jsonl").read_text().splitlines()]
     assert "stopped: preempted" in events and "requeue: time limit" in events and events[-1] == "exit 0"
     assert output.count("resuming from step-") == 2
-    assert_same_training(run_dir, two_process_reference, "(Slurm job requeued twice vs uninterrupted local run)")
+    assert_same_training(run_dir, reference, "(Slurm job requeued twice vs uninterrupted local run)")
     assert json.loads((run_dir / "summary.json").read_text())["attempts"] == 3
+
+
+def test_requeue_and_time_limit_notice_resume_to_the_same_result(slurm_cluster, two_process_reference, tmp_path):
+    run_dir = tmp_path / "requeued"
+    job_id = submit(slurm_cluster, run_dir)
+    requeue_twice_then_finish(slurm_cluster, run_dir, job_id, two_process_reference)
+
+
+def test_inside_charliecloud_from_the_sif_the_job_is_requeued_twice_and_trains_the_same(
+        slurm_cluster, cpu_sif, two_process_reference, tmp_path):
+    run_dir = tmp_path / "in charliecloud $HOME; 'q'"  # binds with hostile paths
+    job_id = submit(slurm_cluster, run_dir, "--set", "slurm.container=charliecloud", "--set", f"slurm.image={cpu_sif}")
+    script = (jobs.latest(run_dir).job_dir / "job.sbatch").read_text()
+    assert "ch-run" in script and str(cpu_sif.name) in script
+    requeue_twice_then_finish(slurm_cluster, run_dir, job_id, two_process_reference)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    digest = (cpu_sif.parent / (cpu_sif.name + ".partition-sha256")).read_text().strip()
+    assert manifest["image"] == {"ref": str(cpu_sif), "id": f"sha256:{digest}", "runtime": "charliecloud"}
+    assert manifest["stack"] == "cpu" and manifest["drift"]["clean"]  # the image's environment, not this one's

@@ -61,7 +61,8 @@ def test_a_sif_holds_the_root_filesystem_as_a_squashfs_primary_partition_with_de
     assert shown.stdout == "/opt/lockstep|a 'b' $c"
     assert (unpacked / ".singularity.d" / "runscript").read_text().endswith('exec python -m runner.job "$@"\n')
     assert sif.paths(unpacked) - sif.paths(rootfs) == {".singularity.d", *(f".singularity.d/{name}" for name in (
-        "env", "env/10-docker2singularity.sh", "runscript", "labels.json", "Singularity"))}
+        "env", "env/10-docker2singularity.sh", "runscript", "labels.json", "Singularity")), "ch", "ch/environment"}
+    assert (unpacked / "ch" / "environment").read_text() == "PATH=/opt/venv/bin:/usr/bin\nPYTHONPATH=/opt/lockstep\nODD=a 'b' $c\n"
 
 
 def test_the_same_image_and_epoch_give_the_same_partition_and_only_the_header_differs(rootfs, tmp_path):
