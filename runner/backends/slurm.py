@@ -42,13 +42,6 @@ class Slurm:
     def check(self, spec: JobSpec) -> list[Check]:
         problems = limits.common(spec.config, self.name) + limits.slurm(spec.config, partition_limits(spec.config.slurm.partition))
         container = spec.config.slurm.container
-        sif = default_sif(spec) if container == "apptainer" and spec.config.slurm.image is None else None
-        if sif is not None and not sif.is_file():
-            problems.append(limits.problem(
-                status="warning",
-                summary=f"no Apptainer image at {sif}",
-                fix=f"build it (nox -s sif -- {stack_name(spec)}), or set slurm.image",
-            ))
         problems += _image_problems(spec) + _bind_problems(spec)
         tools = {"apptainer": ("apptainer",), "charliecloud": ("ch-run", "unsquashfs"), "podman": ("podman",), "none": ()}
         for tool in tools[container] + ("sbatch",):
@@ -131,7 +124,8 @@ def launch_prefix(spec: JobSpec) -> tuple[str, ...]:
     if container == "apptainer":
         binds = [f"--bind={_bind(path)}" for path in _host_paths(spec)] + [f"--bind={_bind(b)}" for b in config.slurm.binds]
         gpu = ["--nv"] if config.resources.gpus_per_node else []
-        return ("apptainer", "exec", *gpu, *binds, f"--pwd={spec.cwd}", image, images.IMAGE_PYTHON)
+        env = [f"--env={name}={value}" for name, value in _image_env(Path(image), "apptainer").items()]
+        return ("apptainer", "exec", *gpu, *binds, *env, f"--pwd={spec.cwd}", image, images.IMAGE_PYTHON)
     mounts = [f"--mount={mount_option(path, path, 'rw')}" for path in _host_paths(spec)]
     gpu = ["--device=nvidia.com/gpu=all"] if config.resources.gpus_per_node else []
     env = ["--env=SLURM_*", "--env=LOCKSTEP_*", *[f"--env={name}" for name in config.distributed.env]]
@@ -144,14 +138,19 @@ def _charliecloud_prefix(spec: JobSpec, image: Path) -> tuple[str, ...]:
     (Slurm's variables among it), less a virtualenv's; the image's ENV (/ch/environment); the caches
     (bound at their host paths, as the docker backend shares them); what the manifest records of the
     image; PYTHONSAFEPATH, so the image's lockstep runs even from a checkout. The exit code is the job's."""
-    digest = charliecloud.partition_sha256(image) if image.is_file() else "unknown"
     image_dir = charliecloud.image_directory(image) if image.is_file() else image.with_suffix(".ch")
     binds = [f"--bind={_bind(path)}" for path in _charliecloud_paths(spec)] + [f"--bind={_bind(b)}" for b in spec.config.slurm.binds]
-    env = {"HOME": "/tmp", "LOCKSTEP_CACHE": cache.root(), "HF_HOME": paths.host_hf_home(), "LOCKSTEP_IMAGE": image,
-           "LOCKSTEP_IMAGE_ID": f"sha256:{digest}", "LOCKSTEP_CONTAINER_RUNTIME": "charliecloud", "PYTHONSAFEPATH": "1"}
+    env = {"HOME": "/tmp", "LOCKSTEP_CACHE": cache.root(), "HF_HOME": paths.host_hf_home(), **_image_env(image, "charliecloud"),
+           "PYTHONSAFEPATH": "1"}
     return ("ch-run", "--env-no-expand", "--unset-env=VIRTUAL_ENV", "--unset-env=PYTHONHOME", "--set-env",
             *(f"--set-env={name}={value}" for name, value in env.items()), *binds, f"--cd={spec.cwd}", str(image_dir), "--",
             images.IMAGE_PYTHON)
+
+
+def _image_env(image: Path, runtime: str) -> dict[str, str]:
+    """What the job's manifest records of the SIF it ran from: its path, its partition's sha256, the runtime."""
+    digest = charliecloud.partition_sha256(image) if image.is_file() else "unknown"
+    return {"LOCKSTEP_IMAGE": str(image), "LOCKSTEP_IMAGE_ID": f"sha256:{digest}", "LOCKSTEP_CONTAINER_RUNTIME": runtime}
 
 
 def _charliecloud_paths(spec: JobSpec) -> list[Path]:
@@ -164,8 +163,8 @@ def _image(spec: JobSpec) -> Path:
 
 
 def _image_problems(spec: JobSpec) -> list[Check]:
-    """charliecloud runs the SIF built from the stack's current lock, and nothing else."""
-    if spec.config.slurm.container != "charliecloud":
+    """Apptainer and charliecloud run the SIF built from the stack's current lock, and nothing else."""
+    if spec.config.slurm.container not in ("apptainer", "charliecloud"):
         return []
     image, stack = _image(spec), stacks.get(stack_name(spec))
     rebuild = f"nox -s sif -- {stack.name}" + ("" if spec.config.slurm.image is None else ", then set slurm.image to the SIF it writes")

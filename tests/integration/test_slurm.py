@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -122,14 +123,22 @@ def test_requeue_and_time_limit_notice_resume_to_the_same_result(slurm_cluster, 
     requeue_twice_then_finish(slurm_cluster, run_dir, job_id, two_process_reference)
 
 
-def test_inside_charliecloud_from_the_sif_the_job_is_requeued_twice_and_trains_the_same(
-        slurm_cluster, cpu_sif, two_process_reference, tmp_path):
-    run_dir = tmp_path / "in charliecloud $HOME; 'q'"  # binds with hostile paths
-    job_id = submit(slurm_cluster, run_dir, "--set", "slurm.container=charliecloud", "--set", f"slurm.image={cpu_sif}")
+NO_APPTAINER = "apptainer is not installed (it is not packaged for Debian 12): this job runs where it is"
+
+
+@pytest.mark.parametrize("runtime, command", [
+    ("charliecloud", "ch-run"),
+    pytest.param("apptainer", "apptainer exec", marks=[pytest.mark.apptainer,
+                                                       pytest.mark.skipif(shutil.which("apptainer") is None, reason=NO_APPTAINER)]),
+])
+def test_inside_a_container_from_the_sif_the_job_is_requeued_twice_and_trains_the_same(
+        slurm_cluster, cpu_sif, two_process_reference, tmp_path, runtime, command):
+    run_dir = tmp_path / f"in {runtime} $HOME; 'q'"  # binds with hostile paths
+    job_id = submit(slurm_cluster, run_dir, "--set", f"slurm.container={runtime}", "--set", f"slurm.image={cpu_sif}")
     script = (jobs.latest(run_dir).job_dir / "job.sbatch").read_text()
-    assert "ch-run" in script and str(cpu_sif.name) in script
+    assert command in script and str(cpu_sif.name) in script
     requeue_twice_then_finish(slurm_cluster, run_dir, job_id, two_process_reference)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     digest = (cpu_sif.parent / (cpu_sif.name + ".partition-sha256")).read_text().strip()
-    assert manifest["image"] == {"ref": str(cpu_sif), "id": f"sha256:{digest}", "runtime": "charliecloud"}
+    assert manifest["image"] == {"ref": str(cpu_sif), "id": f"sha256:{digest}", "runtime": runtime}
     assert manifest["stack"] == "cpu" and manifest["drift"]["clean"]  # the image's environment, not this one's

@@ -1,4 +1,4 @@
-"""`lockstep train --backend slurm` with the charliecloud runtime refuses, before submitting anything, a job
+"""`lockstep train --backend slurm` in Apptainer or charliecloud refuses, before submitting anything, a job
 that could not run: no SIF, a SIF built from another lock of the stack, a bind whose source does not exist."""
 
 from __future__ import annotations
@@ -15,9 +15,12 @@ from tests.helpers import DEMO_CONFIG, nothing_but_preflight, run_lockstep, skip
 LIMITS_EXIT = 10  # what the backend cannot run: refused before submitting, like a platform limit
 
 
-def _train(run_dir, *settings: str):
+RUNTIMES = pytest.mark.parametrize("runtime", ["apptainer", "charliecloud"])
+
+
+def _train(run_dir, *settings: str, runtime: str = "charliecloud"):
     return run_lockstep("train", str(DEMO_CONFIG), "--backend", "slurm", "--set", f"output_dir={run_dir}",
-                        "--set", "slurm.container=charliecloud", *(arg for item in settings for arg in ("--set", item)))
+                        "--set", f"slurm.container={runtime}", *(arg for item in settings for arg in ("--set", item)))
 
 
 def _sif_with_lock(tmp_path, lock_sha256: str):
@@ -32,16 +35,18 @@ def _sif_with_lock(tmp_path, lock_sha256: str):
     return target
 
 
-def test_a_missing_sif_is_refused_with_the_command_that_builds_it(tmp_path):
-    result = _train(tmp_path / "run", f"slurm.image={tmp_path / 'absent.sif'}")
+@RUNTIMES
+def test_a_missing_sif_is_refused_with_the_command_that_builds_it(tmp_path, runtime):
+    result = _train(tmp_path / "run", f"slurm.image={tmp_path / 'absent.sif'}", runtime=runtime)
     assert result.returncode == LIMITS_EXIT, result.stderr[-3000:]
     assert f"no SIF at {tmp_path / 'absent.sif'}" in result.stderr and "nox -s sif -- cpu" in result.stderr
     assert "Traceback" not in result.stderr and nothing_but_preflight(tmp_path / "run")
 
 
-def test_a_sif_built_from_another_lock_is_refused(tmp_path):
+@RUNTIMES
+def test_a_sif_built_from_another_lock_is_refused(tmp_path, runtime):
     image = _sif_with_lock(tmp_path, "f" * 64)
-    result = _train(tmp_path / "run", f"slurm.image={image}")
+    result = _train(tmp_path / "run", f"slurm.image={image}", runtime=runtime)
     assert result.returncode == LIMITS_EXIT, result.stderr[-3000:]
     assert f"{image} was built from another lock of stack cpu" in result.stderr and "rebuild it from the current lock" in result.stderr
     assert nothing_but_preflight(tmp_path / "run")
