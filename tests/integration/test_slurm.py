@@ -117,6 +117,7 @@ def requeue_twice_then_finish(cluster, run_dir: Path, job_id: str, reference: Pa
     assert json.loads((run_dir / "summary.json").read_text())["attempts"] == 3
 
 
+@pytest.mark.extended  # the same stops and resume as the container test below, which make test runs (~90 s)
 def test_requeue_and_time_limit_notice_resume_to_the_same_result(slurm_cluster, two_process_reference, tmp_path):
     run_dir = tmp_path / "requeued"
     job_id = submit(slurm_cluster, run_dir)
