@@ -36,6 +36,7 @@ from runner import stacks
 from runner.errors import ImageError, run_command
 from runner.stacks import apptainer, containers, images, sif_file
 from runner.util import console, shell
+from runner.util.files import write_atomic
 from runner.util.hashing import file_sha256
 
 BUILDERS = ("auto", "siftool", "apptainer")
@@ -73,8 +74,12 @@ def build(stack: stacks.Stack, out_dir: Path, *, builder: str = "auto", base_ima
             sif_plan = apptainer.make(stack, out_dir, base_image=base_image)
             if sif_plan.sif != target:
                 os.replace(sif_plan.sif, target)
-        digest = verify(target, rootfs)
-    (target.parent / (target.name + DIGEST_SUFFIX)).write_text(digest + "\n")
+        try:
+            digest = verify(target, rootfs)
+        except ImageError:
+            target.unlink(missing_ok=True)  # a SIF at this path has passed its check, or is not there
+            raise
+    write_atomic(target.parent / (target.name + DIGEST_SUFFIX), (digest + "\n").encode())
     console.say(f"built {target} ({target.stat().st_size / 1e9:.2f} GB) with {chosen}; partition sha256 {digest}")
     return BuiltSif(target, built.spec.tag, digest, chosen)
 
@@ -84,10 +89,10 @@ def _choose(builder: str) -> str:
         raise ImageError(f"unknown SIF builder {builder!r}; choose one of {', '.join(BUILDERS)}")
     if builder == "auto":
         builder = "apptainer" if shutil.which("apptainer") else "siftool"
-    needed = ("apptainer",) if builder == "apptainer" else ("siftool", "mksquashfs", "unsquashfs")
-    missing = [name for name in (*needed, "unsquashfs") if shutil.which(name) is None]
+    needed = ("apptainer",) if builder == "apptainer" else ("siftool", "mksquashfs")
+    missing = [name for name in (*needed, "unsquashfs") if shutil.which(name) is None]  # unsquashfs: the check
     if missing:
-        raise ImageError(f"the {builder} SIF builder needs {', '.join(sorted(set(missing)))}, not installed here: "
+        raise ImageError(f"the {builder} SIF builder needs {', '.join(missing)}, not installed here: "
                          "`apt-get install siftool squashfs-tools` (Debian/Ubuntu), or install Apptainer")
     return builder
 

@@ -129,6 +129,8 @@ def test_the_wheelhouse_collects_the_lock_and_installs_it_with_no_index(name, lo
     assert {package: installed[package] for package in stacks.pins(lock_text)} == {
         package: versions[0] for package, versions in stacks.pins(lock_text).items()}
     assert json.loads((venv / install.STACK_MARKER).read_text())["stack"] == name
+    for bulky in (wheels, venv):  # gigabytes of CUDA libraries: kept only when an assertion above failed
+        shutil.rmtree(bulky)
 
 
 def _installed(venv: Path) -> dict[str, str]:
