@@ -91,7 +91,8 @@ class Docker:
         argv = [host.tool, "run", "--rm", f"--user={host.user}", f"--workdir={cwd}", "--ipc=host", f"--label=io.lockstep.run={output_dir}"]
         argv += [f"--mount={mount_option(source, target, mode)}" for source, target, mode in mounts]
         env = {"HOME": "/tmp", "LOCKSTEP_CACHE": CACHE_IN_CONTAINER, "HF_HOME": HF_HOME_IN_CONTAINER,
-               "LOCKSTEP_IMAGE": image, "LOCKSTEP_IMAGE_ID": image_id}
+               "LOCKSTEP_IMAGE": image, "LOCKSTEP_IMAGE_ID": image_id,
+               "PYTHONSAFEPATH": "1"}  # the image's lockstep runs, not a checkout's in the working directory
         argv += [f"--env={key}={value}" for key, value in env.items()]
         argv += [f"--env={name}" for name in PASSED_THROUGH if name in host.environ]
         if _stack(spec).accelerator == "cuda":  # docker's NVIDIA runtime flag; podman reaches GPUs through CDI

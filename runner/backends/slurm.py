@@ -34,13 +34,10 @@ class Slurm:
 
     def check(self, spec: JobSpec) -> list[Check]:
         problems = limits.common(spec.config, self.name) + limits.slurm(spec.config, partition_limits(spec.config.slurm.partition))
-        container = spec.config.slurm.container
         problems += slurm_containers.problems(spec)
-        tools = {"apptainer": ("apptainer",), "charliecloud": ("ch-run", "unsquashfs"), "podman": ("podman",), "none": ()}
-        for tool in tools[container] + ("sbatch",):
-            if shutil.which(tool) is None:
-                problems.append(limits.problem(status="warning", summary=f"{tool} is not on this machine's PATH",
-                                        fix="submit from a machine of the cluster (a login node), or --dry-run to see the script"))
+        if shutil.which("sbatch") is None:
+            problems.append(limits.problem(status="warning", summary="sbatch is not on this machine's PATH",
+                                           fix="submit from a machine of the cluster (a login node), or --dry-run to see the script"))
         return problems
 
     def prepare(self, spec: JobSpec) -> Submission:
@@ -53,13 +50,18 @@ class Slurm:
                                *[f"--set={item}" for item in spec.overrides]])
         inputs = ScriptInputs(config=config, job_dir=spec.job_dir, submission_id=spec.submission_id,
                               launch=slurm_containers.launch_prefix(spec), launcher_args=launcher_args(config, job_args),
-                              resubmit=resubmit, submit_argv=submit_argv, env=slurm_containers.job_env(spec))
+                              resubmit=resubmit, submit_argv=submit_argv, env=slurm_containers.job_env(spec),
+                              before_step=slurm_containers.before_step(spec))
         return Submission(files={SCRIPT: render(inputs), SNAPSHOT: yaml.safe_dump(config.to_dict(), sort_keys=False)},
                           argv=submit_argv, create_dirs=(str(spec.job_dir),))
 
     def submit(self, spec: JobSpec, submission: Submission) -> Started:
         slurm_containers.prepare_image(spec)
-        result = subprocess.run(submission.argv, capture_output=True, text=True)
+        try:
+            result = subprocess.run(submission.argv, capture_output=True, text=True)
+        except FileNotFoundError:
+            raise BackendError(f"sbatch is not on this machine's PATH, nothing was submitted; submit from a machine of the "
+                               f"cluster (a login node); the script is {spec.job_dir / SCRIPT}") from None
         if result.returncode != 0:
             raise BackendError(f"sbatch refused the job (exit {result.returncode}): {result.stderr.strip()}\n"
                                f"the script is {spec.job_dir / SCRIPT}; fix the config and submit again")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -16,18 +17,55 @@ from runner.problems import Check
 from runner.spec import JobSpec
 from runner.stacks import charliecloud, environment, images, sif, sif_file
 from runner.stacks.containers import mount_option
-from runner.util import cache
+from runner.util import cache, shell
 from runner.util.hashing import file_sha256
+
+RUNTIME_COMMANDS = {"apptainer": "apptainer", "charliecloud": "ch-run", "podman": "podman"}
 
 
 def problems(spec: JobSpec) -> list[Check]:
     """What would stop the job in its container, found before it is submitted."""
-    return _image_problems(spec) + _bind_problems(spec)
+    return _runtime_problems(spec) + _image_problems(spec) + _bind_problems(spec)
+
+
+def _runtime_problems(spec: JobSpec) -> list[Check]:
+    """The runtime is looked for on this machine unless the config says it is on the compute nodes only.
+    charliecloud's image directory is unpacked here, so unsquashfs is needed here in any case."""
+    slurm, found = spec.config.slurm, []
+    command = RUNTIME_COMMANDS.get(slurm.container)
+    if command and not slurm.container_on_nodes and shutil.which(command) is None:
+        found.append(limits.problem(
+            summary=f"slurm.container is {slurm.container}, but {command} is not on this machine's PATH",
+            fix=f"submit from a machine that has {slurm.container} (a login node), or, where only the compute nodes have it, "
+                f"say so with slurm.container_on_nodes: true (and slurm.setup lines such as `module load {slurm.container}`)"))
+    if slurm.container == "charliecloud" and spec.config.resources.gpus_per_node and not slurm.container_on_nodes \
+            and shutil.which("ch-fromhost") is None:
+        found.append(limits.problem(
+            summary="a GPU job in charliecloud needs ch-fromhost (it adds the node's GPU driver libraries to the image), "
+                    "which is not on this machine's PATH",
+            fix="install charliecloud's builders (apt-get install charliecloud-builders), or, where the compute nodes "
+                "have it, say so with slurm.container_on_nodes: true"))
+    if slurm.container == "charliecloud" and shutil.which("unsquashfs") is None:
+        found.append(limits.problem(
+            summary="unsquashfs is not on this machine's PATH: charliecloud's image directory is unpacked from the SIF here, before submitting",
+            fix="install squashfs-tools on the machine that submits (apt-get install squashfs-tools, dnf install squashfs-tools)"))
+    return found
 
 
 def job_env(spec: JobSpec) -> dict[str, str]:
     """Variables the batch script exports for the container runtime: ch-run needs $USER, which a batch job may lack."""
     return {"USER": getpass.getuser()} if spec.config.slurm.container == "charliecloud" else {}
+
+
+def before_step(spec: JobSpec) -> tuple[str, ...]:
+    """Shell lines the batch script runs on the first node before the step. charliecloud reaches GPUs only
+    through the node's driver libraries copied into the image directory (`ch-fromhost --nvidia`), which
+    must be the compute node's, so it is done there, on each start of the job."""
+    if spec.config.slurm.container != "charliecloud" or not spec.config.resources.gpus_per_node:
+        return ()
+    image_dir = shell.quote(str(_charliecloud_image_dir(_image(spec))))
+    return (f"ch-fromhost --nvidia {image_dir} || {{ event 'exit 1: ch-fromhost --nvidia failed'; "
+            "echo 'lockstep: ch-fromhost --nvidia could not add the GPU driver libraries of this node to the image' >&2; exit 1; }",)
 
 
 def prepare_image(spec: JobSpec) -> None:
@@ -51,11 +89,11 @@ def launch_prefix(spec: JobSpec) -> tuple[str, ...]:
     if container == "apptainer":
         binds = [f"--bind={_bind(path)}" for path in _host_paths(spec)] + [f"--bind={_bind(b)}" for b in config.slurm.binds]
         gpu = ["--nv"] if config.resources.gpus_per_node else []
-        env = [f"--env={name}={value}" for name, value in _image_env(Path(image), "apptainer").items()]
+        env = [f"--env={name}={value}" for name, value in {**_image_env(Path(image), "apptainer"), "PYTHONSAFEPATH": "1"}.items()]
         return ("apptainer", "exec", *gpu, *binds, *env, f"--pwd={spec.cwd}", image, images.IMAGE_PYTHON)
     mounts = [f"--mount={mount_option(path, path, 'rw')}" for path in _host_paths(spec)]
     gpu = ["--device=nvidia.com/gpu=all"] if config.resources.gpus_per_node else []
-    env = ["--env=SLURM_*", "--env=LOCKSTEP_*", *[f"--env={name}" for name in config.distributed.env]]
+    env = ["--env=SLURM_*", "--env=LOCKSTEP_*", "--env=PYTHONSAFEPATH=1", *[f"--env={name}" for name in config.distributed.env]]
     return ("podman", "run", "--rm", "--network=host", "--ipc=host", f"--user={os.getuid()}:{os.getgid()}",
             f"--workdir={spec.cwd}", *mounts, *env, *gpu, "--entrypoint=" + images.IMAGE_PYTHON, image)
 
@@ -65,13 +103,17 @@ def _charliecloud_prefix(spec: JobSpec, image: Path) -> tuple[str, ...]:
     (Slurm's variables among it), less a virtualenv's; the image's ENV (/ch/environment); the caches
     (bound at their host paths, as the docker backend shares them); what the manifest records of the
     image; PYTHONSAFEPATH, so the image's lockstep runs even from a checkout. The exit code is the job's."""
-    image_dir = charliecloud.image_directory(image) if image.is_file() else image.with_suffix(".ch")
+    image_dir = _charliecloud_image_dir(image)
     binds = [f"--bind={_bind(path)}" for path in _charliecloud_paths(spec)] + [f"--bind={_bind(b)}" for b in spec.config.slurm.binds]
     env = {"HOME": "/tmp", "LOCKSTEP_CACHE": cache.root(), "HF_HOME": paths.host_hf_home(), **_image_env(image, "charliecloud"),
            "PYTHONSAFEPATH": "1"}
     return ("ch-run", "--env-no-expand", "--unset-env=VIRTUAL_ENV", "--unset-env=PYTHONHOME", "--set-env",
             *(f"--set-env={name}={value}" for name, value in env.items()), *binds, f"--cd={spec.cwd}", str(image_dir), "--",
             images.IMAGE_PYTHON)
+
+
+def _charliecloud_image_dir(image: Path) -> Path:
+    return charliecloud.image_directory(image) if image.is_file() else image.with_suffix(".ch")
 
 
 def _image_env(image: Path, runtime: str) -> dict[str, str]:

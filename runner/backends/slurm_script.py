@@ -33,6 +33,7 @@ class ScriptInputs:
     resubmit: str  # the command a user runs to continue after max_requeues
     submit_argv: tuple[str, ...]
     env: dict[str, str] = field(default_factory=dict)  # exported before the step, besides the config's distributed.env
+    before_step: tuple[str, ...] = ()  # shell lines run once, on the first node, before the step (the container's set-up)
 
 
 def sbatch_lines(config: RunConfig) -> list[str]:
@@ -93,6 +94,7 @@ def render(inputs: ScriptInputs) -> str:
         "trap 'on_signal preempted TERM' TERM",
         "",
         'event "start on $(hostname)"',
+        *inputs.before_step,
     ]
     if config.resources.nodes > 1:
         lines.append('first_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)')

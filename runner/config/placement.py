@@ -60,6 +60,7 @@ class SlurmConfig:
     qos: str | None = None
     constraint: str | None = None
     container: ContainerRuntime = "apptainer"
+    container_on_nodes: bool = False  # the runtime is only on the compute nodes (e.g. `module load` in setup): not looked for here
     image: str | None = None  # a .sif file (apptainer, charliecloud) or an image reference (podman); default: the stack's
     python: str | None = None  # the interpreter with lockstep installed, for container: none
     max_requeues: int = 3  # how often a job that reached its time limit requeues itself

@@ -56,8 +56,13 @@ def test_hostile_paths_stay_single_words_and_the_script_parses(tmp_path):
     assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
     step = next(line for line in script.splitlines() if line.startswith("srun "))
     words = shlex.split(step.removesuffix(" &").replace('"$first_node"', "node1"))
-    assert f"--bind={run.cwd}" in words and f"--pwd={run.cwd}" in words
-    assert f"--bind={tmp_path / 'data $shared' / 'train.jsonl'}" in words  # data outside the working directory
+    image = "/shared/images/lockstep cpu.sif"
+    apptainer = words[words.index("apptainer"):words.index("runner.job.launch") + 1]
+    assert apptainer == ["apptainer", "exec", "--nv", f"--bind={run.cwd}",
+                         f"--bind={tmp_path / 'data $shared' / 'train.jsonl'}",  # data outside the working directory
+                         f"--env=LOCKSTEP_IMAGE={image}", "--env=LOCKSTEP_IMAGE_ID=sha256:unknown",
+                         "--env=LOCKSTEP_CONTAINER_RUNTIME=apptainer", "--env=PYTHONSAFEPATH=1", f"--pwd={run.cwd}", image,
+                         "/opt/venv/bin/python", "-m", "runner.job.launch"]
     assert words[-3:] == [str(run.job_dir / SNAPSHOT), "--backend", "slurm"]
     assert "--master-addr=node1" in words
     # sbatch expands % in --output: the literal one in the directory is doubled, %j is kept
@@ -79,3 +84,16 @@ def test_bind_paths_apptainer_cannot_express_are_refused(tmp_path):
 
     with pytest.raises(BackendError, match="comma, colon or newline"):
         Slurm().prepare(spec(tmp_path, ["slurm.image=/x.sif", "output_dir=/tmp/a,b"]))
+
+
+def test_a_gpu_job_in_charliecloud_adds_the_node_driver_libraries_first(tmp_path):
+    run = spec(tmp_path, [*GPU_RUN, "slurm.container=charliecloud"])
+    script = Slurm().prepare(run).files[SCRIPT]
+    assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
+    lines = script.splitlines()
+    fromhost = next(index for index, line in enumerate(lines) if line.startswith("ch-fromhost "))
+    assert shlex.split(lines[fromhost])[:3] == ["ch-fromhost", "--nvidia", "/shared/images/lockstep cpu.ch"]
+    assert fromhost < next(index for index, line in enumerate(lines) if line.startswith("srun "))
+    (tmp_path / "cpu").mkdir()
+    cpu_only = Slurm().prepare(spec(tmp_path / "cpu", ["slurm.container=charliecloud", "slurm.image=/x.sif"])).files[SCRIPT]
+    assert "ch-fromhost" not in cpu_only
