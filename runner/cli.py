@@ -18,12 +18,35 @@ from runner.rundir import load_summary
 from runner.spec import JobSpec
 from runner.util import console
 
+EXAMPLES = {
+    "train": ["lockstep train configs/demo.yaml", "lockstep train run.yaml --set train.learning_rate=1e-4 --backend slurm --dry-run"],
+    "preflight": ["lockstep preflight configs/demo.yaml", "lockstep preflight run.yaml --hardware A100-80GB --apply"],
+    "status": ["lockstep status runs/demo"],
+    "logs": ["lockstep logs runs/demo --follow"],
+    "cancel": ["lockstep cancel runs/demo"],
+    "generate": ['lockstep generate runs/demo --prompt "What is the capital of France?"',
+                 "lockstep generate runs/demo --file prompts.jsonl --max-new-tokens 128"],
+    "merge": ["lockstep merge runs/demo"],
+    "monitor": ["lockstep monitor runs/demo", "lockstep monitor runs/demo --once"],
+    "report": ["lockstep report runs/demo", "lockstep report runs/a runs/b -o compare.html"],
+    "validate-data": ["lockstep validate-data train.jsonl valid.jsonl", "lockstep validate-data --config run.yaml"],
+    "check-config": ["lockstep check-config run.yaml --set train.epochs=2"],
+}
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lockstep", description="Run one LLM fine-tune identically anywhere.")
+    from runner import __version__
+
+    parser = argparse.ArgumentParser(prog="lockstep", description="Run one LLM fine-tune identically anywhere.",
+                                     epilog="`lockstep COMMAND --help` describes each command, with examples.")
+    parser.add_argument("--version", action="version", version=f"lockstep {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    train = commands.add_parser("train", help="train a config (the run resumes where it stopped)")
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        examples = "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[name])
+        return commands.add_parser(name, help=text, description=text, epilog=examples, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    train = command("train", "train a config (the run resumes where it stopped)")
     arguments.add_run_arguments(train)
     train.add_argument(
         "--backend", choices=backends.NAMES, default="local",
@@ -35,9 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="print the exact command or job script the backend would run, and run nothing")
     _add_waive(train)
 
-    preflight = commands.add_parser("preflight", help="check everything the run needs and recommend settings for the hardware")
-    preflight.add_argument("config")
-    preflight.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    preflight = command("preflight", "check everything the run needs and recommend settings for the hardware")
+    _add_config(preflight)
     preflight.add_argument("--backend", choices=backends.NAMES, default="local", help="where the run will execute (default: local)")
     preflight.add_argument("--hardware", metavar="PROFILE",
                            help="plan for this hardware instead of this machine's: " + ", ".join(hardware.profile_names()))
@@ -48,41 +70,51 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, text in (("status", "the state of a run and of its scheduler job"), ("logs", "the output of a run's scheduler job"),
                        ("cancel", "cancel a run's scheduler job (its checkpoints stay)")):
-        command = commands.add_parser(name, help=text)
-        command.add_argument("run_dir", metavar="RUN", type=Path, help="the run directory (the config's output_dir)")
+        job_command = command(name, text)
+        job_command.add_argument("run_dir", metavar="RUN", type=Path, help="the run directory (the config's output_dir)")
         if name == "logs":
-            command.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
+            job_command.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
 
-    generate = commands.add_parser("generate", help="answer prompts with a finished run's model and adapter")
+    generate = command("generate", "answer prompts with a finished run's model and adapter")
     from runner.use import generate as generate_module
 
     generate_module.add_arguments(generate)
 
-    merge = commands.add_parser("merge", help="merge a finished run's adapter into its base model (RUN/merged_model)")
+    merge = command("merge", "merge a finished run's adapter into its base model (RUN/merged_model)")
     merge.add_argument("run_dir", metavar="RUN", type=Path, help="a finished run directory")
 
-    monitor = commands.add_parser("monitor", help="a live view of a run as it trains: progress, ETA, losses, checkpoints, job state")
+    monitor = command("monitor", "a live view of a run as it trains: progress, ETA, losses, checkpoints, job state")
     from runner.reports import monitor as monitor_module
 
     monitor_module.add_arguments(monitor)
 
-    report = commands.add_parser("report", help="an HTML report of a run (RUN/report.html), or of several runs compared")
+    report = command("report", "an HTML report of a run (RUN/report.html), or of several runs compared")
     from runner.reports import html_report
 
     html_report.add_arguments(report)
 
-    validate = commands.add_parser("validate-data", help="check JSONL training data (every bad line as file:line) without a run")
-    validate.add_argument("files", nargs="+", metavar="FILE", help="JSONL files; the first is the training data, the others are "
-                          "checked for rows it shares with them (e.g. the validation data)")
+    validate = command("validate-data", "check JSONL training data (every bad line as file:line) without a run")
+    validate.add_argument("files", nargs="*", metavar="FILE", help="JSONL files; the first is the training data, the others are "
+                          "checked for rows it shares with them (e.g. the validation data); default: the data files of --config")
     validate.add_argument("--format", choices=["auto", "text", "prompt_completion", "messages"], default=None,
                           help="the rows' format (default: the config's data.format, else told by the first row)")
-    validate.add_argument("--config", help="a run config: its data.format, and token lengths counted with its tokenizer against its max_seq_len")
-    validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    validate.add_argument("--config", help="a run config: its data files (when no FILE is given), its data.format, and token "
+                          "lengths counted with its tokenizer against its max_seq_len")
+    _add_set(validate)
 
-    check = commands.add_parser("check-config", help="validate a config and print it resolved, without training")
-    check.add_argument("config")
-    check.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    check = command("check-config", "validate a config and print it resolved, without training")
+    _add_config(check)
     return parser
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", metavar="CONFIG", help="YAML run config, e.g. configs/demo.yaml")
+    _add_set(parser)
+
+
+def _add_set(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one config value, e.g. --set train.learning_rate=1e-4 (repeatable)")
 
 
 def _add_waive(parser: argparse.ArgumentParser) -> None:
@@ -96,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "train" and args.backend == "local" and args.dry_run:
         # Not ignored: a --dry-run that trained for real would be the worst surprise.
         parser.error("--dry-run applies to --backend docker, slurm and modal; a local run has nothing to print but itself")
+    if args.command == "validate-data" and not args.files and not args.config:
+        parser.error("validate-data needs FILE... (JSONL data files), or --config CONFIG to check that config's data files")
     return run_command(lambda: COMMANDS[args.command](args))
 
 
@@ -164,7 +198,7 @@ def _gate(args: argparse.Namespace, spec: JobSpec) -> None:
     if limit_errors:
         raise LimitError(args.backend, limit_errors)
     if checked.blocking:
-        preflight_output.refuse(checked, spec.run_dir)
+        preflight_output.refuse(checked, spec.run_dir, written=not args.dry_run)
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -178,7 +212,8 @@ def _validate_data(args: argparse.Namespace) -> int:
     from runner.preflight import validate_data
 
     config = config_module.load(args.config, args.overrides) if args.config else None
-    return validate_data.main(args.files, args.format or (config.data.format if config else "auto"), config)
+    files = args.files or ([config.data.train, *([config.data.valid] if config.data.valid else [])] if config else [])
+    return validate_data.main(files, args.format or (config.data.format if config else "auto"), config)
 
 
 def _job_command(args: argparse.Namespace) -> int:

@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from runner.errors import RunInUse
+from runner.errors import OutputDirError, RunInUse
 from runner.rundir import LOCK_FILE
 from runner.util import console
 
@@ -68,8 +68,11 @@ def acquire(run_dir: Path) -> Path:
     if key in _held:
         _held[key].count += 1
         return key
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handle = (run_dir / LOCK_FILE).open("a+b")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handle = (run_dir / LOCK_FILE).open("a+b")
+    except OSError as exc:  # the run's first write: a directory that cannot take this file cannot take a checkpoint
+        raise OutputDirError(unwritable_message(run_dir, exc)) from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -94,6 +97,12 @@ def acquire(run_dir: Path) -> Path:
     _held[key] = _Held(handle, token)
     os.environ[TOKEN_ENV] = token  # every process started from here on inherits the lock
     return key
+
+
+def unwritable_message(run_dir: Path, exc: OSError) -> str:
+    where = f" ({exc.filename})" if exc.filename and Path(exc.filename) != run_dir else ""
+    return (f"cannot write the run directory {run_dir}: {exc.strerror}{where}; nothing was written. Choose an output_dir "
+            "this user can create and write, on a filesystem mounted read-write (see `df` and `ls -ld` of its parents)")
 
 
 def relock(run_dir: Path) -> None:

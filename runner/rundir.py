@@ -64,6 +64,23 @@ def check_usable(run_dir: Path) -> None:
         )
 
 
+def check_run_dir(run_dir: Path) -> None:
+    """RUN must be a run directory (an empty one may be watched before the run starts)."""
+    # Names only a lockstep run directory holds: a directory with none of them is the wrong path.
+    run_files = {*RUN_MARKS, *BEFORE_RUN, METRICS_FILE, PLAN_FILE, SUMMARY_FILE}
+    if not run_dir.exists():
+        raise OutputDirError(f"{run_dir} does not exist: RUN is a run directory, the output_dir of its config "
+                             "(e.g. runs/demo); check the path, or start the run first with `lockstep train CONFIG`")
+    if not run_dir.is_dir():
+        raise OutputDirError(f"{run_dir} is not a directory: RUN is a run directory, the output_dir of its config (e.g. runs/demo)")
+    names = {path.name for path in run_dir.iterdir()}
+    if names and not names & run_files:
+        runs = sorted(path.name for path in run_dir.iterdir() if path.is_dir() and {p.name for p in path.iterdir()} & run_files)
+        hint = f"; runs in it: {', '.join(runs[:5])}" if runs else ""
+        raise OutputDirError(f"{run_dir} holds no lockstep run (no {CONFIG_FILE}, {METRICS_FILE} or jobs/): "
+                             f"RUN is a run directory, the output_dir of its config{hint}")
+
+
 def move_aside(run_dir: Path) -> Path:
     """Rename a run directory to a timestamped sibling; runs are never deleted."""
     if Path.cwd().resolve().is_relative_to(run_dir.resolve()):

@@ -30,9 +30,9 @@ class Modal:
     def check(self, spec: JobSpec) -> list[Check]:
         problems = limits.common(spec.config, self.name) + limits.modal(spec.config)
         stack = _stack(spec)
-        if stack.lock_problem():
-            problems.append(limits.problem(
-                summary=str(stack.lock_problem()),
+        if stack.lock_problem():  # a stack problem (exit 8, as everywhere), not one of Modal's limits
+            problems.append(Check(
+                name="lock", status="error", summary=str(stack.lock_problem()),
                 fix=(f"where {stack.extra_index_url or stack.index_url} is reachable, or take the lock the project's CI makes "
                      f"({stacks.LOCK_WORKFLOW}); or set stack: cu121-torch251-pypi (the same library set with PyPI's "
                      "CUDA build of torch 2.5.1)"),

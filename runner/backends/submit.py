@@ -72,6 +72,7 @@ def start(backend: Backend, spec: JobSpec, *, dry_run: bool) -> int:
 
 
 def status(run_dir: Path) -> int:
+    rundir.check_run_dir(run_dir)
     handle = jobs.latest(run_dir)
     summary = load_summary(run_dir)
     progress = "complete" if summary else _progress(run_dir)
@@ -107,6 +108,7 @@ def cancel(run_dir: Path) -> int:
 
 
 def _handle(run_dir: Path) -> JobHandle:
+    rundir.check_run_dir(run_dir)
     handle = jobs.latest(run_dir)
     if handle is None:
         raise BackendError(f"no scheduler job was submitted for {run_dir} (it has no jobs/ directory); "

@@ -175,6 +175,7 @@ def load(path: str | Path, overrides: typing.Sequence[str] = ()) -> RunConfig:
         raise ConfigError(["the top level must be a mapping of sections"], source=str(path))
     problems: list[str] = []
     apply_overrides(raw, overrides, problems)
+    expand_home(raw)
     config = from_dict(raw, problems)
     if config is not None:
         problems += _check_paths(config)
@@ -197,6 +198,31 @@ def apply_overrides(raw: dict[str, Any], overrides: typing.Sequence[str], proble
         blocked = set_dotted(raw, key, value)
         if blocked:
             problems.append(f"--set {item!r}: '{blocked}' is not a section")
+
+
+# Keys that name files or directories on the machine that reads the config: a leading ~ is the user's home there.
+PATH_KEYS = ("output_dir", "data.train", "data.valid", "model.name_or_path", "slurm.image", "slurm.python", "slurm.binds")
+
+
+def expand_home(raw: dict[str, Any]) -> None:
+    """Expand a leading ~ in every path key, in place, once, so that every reader (preflight, the backends,
+    the job, a requeued job reading the snapshot) sees the same absolute path."""
+    for key in PATH_KEYS:
+        *sections, last = key.split(".")
+        node: Any = raw
+        for part in sections:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or last not in node:
+            continue
+        value = node[last]
+        if isinstance(value, str):
+            node[last] = _expand(value)
+        elif isinstance(value, list):
+            node[last] = [_expand(item) if isinstance(item, str) else item for item in value]
+
+
+def _expand(path: str) -> str:
+    return str(Path(path).expanduser()) if path.startswith("~") else path
 
 
 def set_dotted(raw: dict[str, Any], key: str, value: Any) -> str | None:
@@ -344,11 +370,8 @@ def _check_paths(config: RunConfig) -> list[str]:
         if value.startswith(BUILTIN_PREFIX):
             if not builtin_path(value).is_file():
                 problems.append(f"{name}: no built-in file {value!r}")
-        elif not Path(value).is_file():
-            problems.append(
-                f"{name}: file not found: {value} (relative paths start at the current directory,"
-                f" {Path.cwd()})"
-            )
+        elif data_file_problem(Path(value)):  # a relative path's problem names where it was looked for
+            problems.append(f"{name}: {data_file_problem(Path(value))}")
     model = config.model.name_or_path
     if model.startswith(BUILTIN_PREFIX):
         from runner.demo import BUILTIN_MODELS
@@ -358,6 +381,22 @@ def _check_paths(config: RunConfig) -> list[str]:
     elif model.startswith((".", "/", "~")) and not Path(model).expanduser().is_dir():
         problems.append(f"model.name_or_path: directory not found: {model}")
     return problems
+
+
+def data_file_problem(path: Path) -> str | None:
+    """Why `path` is no data file at all (missing, a directory), or None."""
+    if path.is_dir():
+        inside = sorted(str(file.relative_to(path)) for file in path.glob("*.jsonl"))
+        hint = f"; it holds {_listed(inside)}: name one of them" if inside else "; name a .jsonl file"
+        return f"{path}: is a directory, not a JSON Lines file{hint}"
+    if not path.exists():
+        resolved = path.resolve()
+        return f"{path}: does not exist" + (f" (looked for {resolved})" if str(resolved) != str(path) else "")
+    return None
+
+
+def _listed(names: list[str], shown: int = 5) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:

@@ -17,7 +17,7 @@ from runner.config import RunConfig
 from runner.engines import Result, TrainContext
 from runner.engines.hf_callbacks import MetricsCallback, ProgressCallback, TokenCounter
 from runner.engines.hf_checkpoint import TRAINING_STATE, Checkpointer, SaveTrigger
-from runner.engines.hf_compat import dtype_argument, sft_config, tokenizer_argument
+from runner.engines.hf_compat import dtype_argument, quiet_libraries, sft_config, tokenizer_argument
 from runner.engines.model_files import load_tokenizer, resolve_model
 from runner.errors import EngineError
 from runner.rundir import ADAPTER_DIR, TRAINER_DIR
@@ -30,7 +30,7 @@ from runner.util import console
 
 
 def train(config: RunConfig, context: TrainContext) -> Result:
-    transformers.logging.set_verbosity_warning()
+    quiet_libraries()
     datasets.disable_progress_bars()
     precision = resolve_precision(config.train.precision)
     model_path = resolve_model(config.model.name_or_path)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
 from runner.training.metrics import MetricsLog, peak_memory_mb
+from runner.util import console
 
 
 class TokenCounter:
@@ -70,7 +70,7 @@ class ProgressCallback(TrainerCallback):
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if state.is_world_process_zero:
-            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="train", unit="step", dynamic_ncols=True)
+            self.bar = console.progress_bar(total=state.max_steps, initial=state.global_step)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.bar is not None:

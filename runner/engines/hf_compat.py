@@ -41,3 +41,16 @@ def dtype_argument(dtype: Any) -> dict[str, Any]:
 
     major = int(transformers.__version__.split(".")[0])
     return {"dtype": dtype} if major >= 5 else {"torch_dtype": dtype}
+
+
+def quiet_libraries() -> None:
+    """Keep the terminal to lockstep's own bar and lines: transformers' bar while it loads weights, and the
+    deprecation notice trl and peft trigger by reading transformers' old `is_gradient_checkpointing` name
+    (theirs to change, printed on every load)."""
+    import warnings
+
+    import transformers
+
+    transformers.logging.set_verbosity_warning()
+    transformers.utils.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
-from tqdm.auto import tqdm
 
 from runner.config import RunConfig
 from runner.engines import Result, TrainContext, mlx_config, mlx_model
@@ -59,7 +58,7 @@ def train(config: RunConfig, context: TrainContext) -> Result:
 
     model.train()
     checkpointer.begin()
-    with tqdm(total=steps, initial=start, desc="train", unit="step", dynamic_ncols=True) as bar:
+    with console.progress_bar(total=steps, initial=start) as bar:
         if valid_set is not None and resume is None:
             run.log_eval(0, loop.evaluate(model, valid_set, config.train.per_device_batch_size, pad_id), batches.epoch(0), bar)
         step, every_eval = start, eval_interval(config, steps)

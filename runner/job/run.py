@@ -18,12 +18,20 @@ from runner import engines, run_lock, rundir
 from runner.config import RunConfig, changed_keys, resume_safe
 from runner.errors import OutputDirError, ResumeRefused, StoppedForRequeue
 from runner.job import manifest, outputs
-from runner.rundir import ATTEMPTS_FILE, CONFIG_FILE, MANIFEST_FILE, check_usable, has_run_content, move_aside
+from runner.rundir import (
+    ADAPTER_DIR,
+    ATTEMPTS_FILE,
+    CONFIG_FILE,
+    MANIFEST_FILE,
+    check_usable,
+    has_run_content,
+    move_aside,
+)
 from runner.stacks import drift, environment
 from runner.training import distributed, final_outputs, metrics, tracking
 from runner.training.checkpoint import Checkpoint, CheckpointStore, StorageHook, read_marker, write_failed
 from runner.training.signals import StopFlag, stop_on
-from runner.util import console, jsonl
+from runner.util import console, jsonl, shell
 from runner.util.files import write_atomic
 
 T = TypeVar("T")
@@ -161,7 +169,8 @@ def _prepare(config: RunConfig, run_dir: Path, store: CheckpointStore, fresh: bo
 
 
 def _check_same_run(config: RunConfig, run_dir: Path, data_hashes: dict[str, str], newest: Checkpoint | None) -> None:
-    """Refuse to continue a run with a config that would train differently; warn on harmless changes.
+    """Refuse to continue a run with a config that would train differently; warn on harmless changes. A run
+    with no checkpoint yet (it failed before its first save) has nothing to protect: it starts afresh.
 
     The newest checkpoint's marker says how the run was started (it is written whole, once); a run with no
     checkpoint yet is compared with its config.yaml, and one whose config.yaml cannot be read has nothing
@@ -180,6 +189,10 @@ def _check_same_run(config: RunConfig, run_dir: Path, data_hashes: dict[str, str
     changed = changed_keys(recorded, config.to_dict())
     blocking = [key for key in changed if not resume_safe(key)]
     blocking += [f"data.{split} (file contents)" for split in data_hashes if split in data_before and data_before[split] != data_hashes[split]]
+    if blocking and newest is None:  # nothing was saved that the change could make wrong
+        console.say(f"the run in {run_dir} has no checkpoint, so nothing to resume: starting it afresh with the changed "
+                    f"{', '.join(blocking)}")
+        return
     if blocking:
         raise ResumeRefused(
             f"the run in {run_dir} was started with a different {', '.join(blocking)}; continuing would not "
@@ -229,9 +242,28 @@ def _write_outputs(write: Callable[[], T], run_dir: Path, store: CheckpointStore
 
 
 def _describe(run_dir: Path, summary: dict[str, Any]) -> str:
-    lines = [f"run complete: {run_dir}"]
-    for key in ("steps", "attempts", "final_train_loss", "first_eval_loss", "final_eval_loss", "eval_loss_drop", "wall_time_s", "tokens_per_s"):
-        if summary.get(key) is not None:
-            lines.append(f"  {key:<18} {summary[key]}")
+    """The run in a few lines a person reads: what it did, where its adapter is, what to run next
+    (summary.json keeps every number at full precision)."""
+    where = shell.quote(str(run_dir))
+    attempts = summary.get("attempts") or 1
+    effort = [f"{summary['steps']} steps in {attempts} attempt{'s' * (attempts > 1)}"]
+    if summary.get("wall_time_s") is not None:
+        effort.append(_duration(summary["wall_time_s"]))
+    if summary.get("tokens_per_s"):
+        effort.append(f"{summary['tokens_per_s']:,.0f} tokens/s")
+    losses = [f"train loss {summary['final_train_loss']:.3f}"] if summary.get("final_train_loss") is not None else []
+    if summary.get("first_eval_loss") is not None and summary.get("final_eval_loss") is not None:
+        drop = f" ({summary['eval_loss_drop']:.0%} lower)" if summary.get("eval_loss_drop") else ""
+        losses.append(f"eval loss {summary['first_eval_loss']:.3f} -> {summary['final_eval_loss']:.3f}{drop}")
+    lines = [f"run complete: {run_dir}", "  " + ", ".join(effort)] + (["  " + "; ".join(losses)] if losses else [])
+    lines += [f"  adapter: {run_dir / ADAPTER_DIR}",
+              f"  next: lockstep generate {where} --prompt 'your question'   (answers with the adapter)",
+              f"        lockstep report {where}   (an HTML report: losses, checkpoints, environment)"]
     return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else (f"{minutes}m{rest:02d}s" if minutes else f"{rest}s")
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from runner import backends, stacks
 from runner.errors import LockstepError
-from runner.preflight import data_checks, env_checks, hardware, model_check
+from runner.preflight import data_checks, env_checks, hardware, lora_check, model_check
 from runner.preflight.hardware import Hardware
 from runner.preflight.model_check import ModelInfo
 from runner.preflight.recommend import Recommendation, Settings, estimate_for, recommend
@@ -47,19 +47,22 @@ def run(spec: JobSpec, backend: str, *, hardware_profile: str | None = None, wai
     splits = data_checks.read_splits(config)
     checks += data_checks.check_splits(splits)
     model_checks, info = model_check.inspect(config)
-    checks += model_checks
+    checks += model_checks + ([lora_check.check(config, info.config)] if info.config is not None else [])
     token_check, stats = _tokens(spec, splits, info)
     checks += [token_check]
     target, hardware_checks = _hardware(config, backend, hardware_profile)  # after the libraries load: their memory is measured
     checks = hardware_checks + checks
     estimate, recommendation, memory_checks = _memory(spec, info, target, stats)
     checks += memory_checks
+    checks += [env_checks.writable(spec.run_dir)] if backend != "modal" else []
     checks.append(_disk(spec, backend, info))
     checks += [env_checks.allocator(target, _torch_version(config, backend), config.distributed.env) if target else
                Check(name="env.allocator", status="ok", summary="hardware unknown: allocator settings not checked"),
                env_checks.tokenizers_parallelism()]
-    limits = backends.get(backend).check(spec)  # the platform's limits, as the backend knows them
-    checks += limits or [Check(name="limits", status="ok", summary=f"within --backend {backend}'s limits")]
+    backend_checks = backends.get(backend).check(spec)  # the platform's limits, as the backend knows them (and its stack)
+    checks += backend_checks
+    if not any(check.name == "limits" for check in backend_checks):
+        checks.append(Check(name="limits", status="ok", summary=f"within --backend {backend}'s limits"))
     checks, unknown = _apply_waivers(checks, waive)
     return PreflightResult(backend=backend, checks=checks, hardware=target, model=info, token_stats=stats, estimate=estimate,
                   recommendation=recommendation, unknown_waivers=unknown)
@@ -77,7 +80,8 @@ def _tokens(spec: JobSpec, splits: list[data_checks.Split], info: ModelInfo) -> 
     except Exception as exc:  # a tokenizer that cannot load here will not load in training either
         return Check(name="data.tokens", status="error", summary=f"the tokenizer of {spec.config.model.name_or_path} does not load: {type(exc).__name__}: {exc}",
                      fix="check model.name_or_path and model.revision (and trust_remote_code for custom tokenizers)"), None
-    return data_checks.check_tokens(train, tokenizer, spec.config.train.max_seq_len)
+    positions = info.config.get("max_position_embeddings")
+    return data_checks.check_tokens(train, tokenizer, spec.config.train.max_seq_len, positions if isinstance(positions, int) else None)
 
 
 def _hardware(config: Any, backend: str, profile_name: str | None) -> tuple[Hardware | None, list[Check]]:

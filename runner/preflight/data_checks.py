@@ -1,5 +1,6 @@
-"""Preflight's data checks: every bad line with file:line, empty and duplicate rows, train/valid
-overlap, and the token lengths the run will see against train.max_seq_len.
+"""Preflight's data checks: every bad line with file:line (bytes that are not UTF-8, rows without the
+format's fields, conversations a chat template cannot take), empty and duplicate rows, train/valid
+overlap and formats, and the token lengths the run will see against train.max_seq_len and the model's context.
 
 Rows are tokenized exactly as training tokenizes them (runner.training.data), so the truncation share
 reported here is the one training will have.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shlex
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +21,7 @@ from runner.problems import Check
 from runner.training import data
 
 SHOWN = 5  # file:line problems listed per check; the report's JSON keeps them all
+LONGEST_SHOWN = 3  # the longest rows that will be cut, named by file:line
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,14 +43,12 @@ def read_splits(config: RunConfig) -> list[Split]:
 
 
 def read_split(name: str, ref: str, declared: str) -> Split:
-    try:
-        rows, problems = data.scan_jsonl(ref)
-    except (OSError, UnicodeDecodeError) as exc:
-        return Split(name=name, ref=ref, rows=[], fmt=None, problems=[f"{data.resolve_path(ref)}: cannot read: {exc}"])
+    """One file read and checked as preflight and validate-data both check it (the same functions, so they agree)."""
+    rows, problems = data.scan_jsonl(ref)
     fmt = None
     if rows:
-        fmt, format_problems = data.format_problems(rows, declared, ref)
-        problems += format_problems + (_wrong_types(rows, fmt, ref) if fmt else [])
+        fmt, format_problems = data.format_problems(rows, declared, ref, turn_order=True)
+        problems += format_problems
     return Split(name=name, ref=ref, rows=rows, fmt=fmt, problems=sorted(problems, key=_line_number))
 
 
@@ -57,36 +58,29 @@ def _line_number(problem: str) -> int:
     return int(number) if number.isdigit() else 0
 
 
-def _wrong_types(rows: list[dict[str, Any]], fmt: str, ref: str) -> list[str]:
-    problems = []
-    for row in rows:
-        for key in data.FORMAT_FIELDS[fmt]:
-            value = row.get(key)
-            expected = list if key == "messages" else str
-            if key in row and not isinstance(value, expected):
-                what = "a list of {role, content} messages" if expected is list else "a string"
-                problems.append(f"{data.resolve_path(ref)}:{row['_line']}: '{key}' must be {what}, got {type(value).__name__}")
-    return problems
-
-
 def check_splits(splits: list[Split]) -> list[Check]:
-    """Parse errors and fields (blocking), then empty rows, duplicates and overlap (warnings)."""
+    """Parse errors and fields (blocking), then empty rows, duplicates and overlap (warnings) and the valid file's format (blocking)."""
     checks = []
     for split in splits:
         name = f"data.{split.name}"
         if split.problems:
             shown = split.problems[:SHOWN]
             more = f" (and {len(split.problems) - SHOWN} more)" if len(split.problems) > SHOWN else ""
-            checks.append(Check(name=name, status="error", summary="; ".join(shown) + more,
-                                fix="fix or remove these lines (formats: 'text', 'prompt' + 'completion', or 'messages'; data.format sets one)"))
+            checks.append(Check(name=name, status="error", summary="; ".join(shown) + more, fix=_problems_fix(split)))
         else:
             checks.append(Check(name=name, status="ok", summary=f"{split.path}: {len(split.rows)} rows, format {split.fmt}"))
     usable = [split for split in splits if not split.problems]
     for split in usable:
         checks += file_warnings(split)
     if len(usable) == 2:
-        checks += overlap(*usable)
+        checks += against_training(*usable)
     return checks
+
+
+def _problems_fix(split: Split) -> str:
+    if not any(_line_number(problem) for problem in split.problems):  # the file as a whole: the problem itself says what to do
+        return f"do as the problem says, then check the file: lockstep validate-data {shlex.quote(split.path)}"
+    return "fix or remove these lines (formats: 'text', 'prompt' + 'completion', or 'messages'; data.format sets one)"
 
 
 def file_warnings(split: Split) -> list[Check]:
@@ -94,12 +88,31 @@ def file_warnings(split: Split) -> list[Check]:
     return _empty_rows(split) + _duplicates(split)
 
 
+EMPTY = {  # format -> (what such a row lacks, why it is worth fixing)
+    "text": ("no text", "remove them: they cost a step slot and teach nothing"),
+    "prompt_completion": ("an empty completion", "write the completion or remove the row: the loss is on the completion alone, "
+                          "so an empty one teaches nothing but to stop without answering"),
+    "messages": ("an empty assistant turn", "write the answer or remove the turn: the loss is on assistant turns alone, "
+                 "so an empty one teaches nothing but to stop without answering"),
+}
+
+
 def _empty_rows(split: Split) -> list[Check]:
-    empty = [row["_line"] for row in split.rows if not any(_content(row[key]) for key in data.FORMAT_FIELDS[split.fmt or "text"])]
+    fmt = split.fmt or "text"
+    empty = [row["_line"] for row in split.rows if not _teaches(row, fmt)]
     if not empty:
         return []
-    return [Check(name="data.empty", status="warning", summary=f"{split.path}: {len(empty)} row(s) with no text, line(s) {_lines(empty)}",
-                  fix="remove them: they cost a step slot and teach nothing")]
+    lacks, fix = EMPTY[fmt]
+    return [Check(name="data.empty", status="warning", summary=f"{split.path}: {len(empty)} row(s) with {lacks}, line(s) {_lines(empty)}", fix=fix)]
+
+
+def _teaches(row: dict[str, Any], fmt: str) -> bool:
+    """Whether every part of `row` that training learns has text."""
+    if fmt == "text":
+        return bool(row["text"].strip())
+    if fmt == "prompt_completion":
+        return bool(row["completion"].strip())
+    return all(message["content"].strip() for message in row["messages"] if message["role"] == "assistant")
 
 
 def _duplicates(split: Split) -> list[Check]:
@@ -119,6 +132,22 @@ def _duplicates(split: Split) -> list[Check]:
                   fix="remove the repeats unless they are meant to weigh more")]
 
 
+def against_training(train: Split, other: Split) -> list[Check]:
+    """What a second file (the validation data) is checked for against the training data."""
+    return same_format(train, other) + overlap(train, other)
+
+
+def same_format(train: Split, other: Split) -> list[Check]:
+    # An error, not a warning: each file is tokenized in its own format, so the eval loss would be taken on other
+    # tokens than the training loss (the whole text against the completion alone, or a chat template the training
+    # rows never had): it would not measure what training learns, and best-checkpoint choices made on it mislead.
+    if train.fmt == other.fmt:
+        return []
+    return [Check(name="data.formats", status="error",
+                  summary=f"{train.path} is in format {train.fmt}, but {other.path} is in format {other.fmt}",
+                  fix="convert one of them: each file is tokenized in its own format, so the eval loss would not measure what training learns")]
+
+
 def overlap(train: Split, valid: Split) -> list[Check]:
     train_keys = {_row_key(row) for row in train.rows}
     shared = [row["_line"] for row in valid.rows if _row_key(row) in train_keys]
@@ -129,32 +158,54 @@ def overlap(train: Split, valid: Split) -> list[Check]:
                   fix="remove them from one file: the eval loss measures memorisation on them, not generalisation")]
 
 
-def token_lengths(split: Split, tokenizer: Any, max_seq_len: int) -> dict[str, Any]:
-    """The distribution of the split's token lengths as training tokenizes them, and what truncation cuts."""
+def token_lengths(split: Split, tokenizer: Any, max_seq_len: int, max_positions: int | None = None) -> dict[str, Any]:
+    """The distribution of the split's token lengths as training tokenizes them, and what truncation cuts;
+    `max_positions` (the most tokens the model reads) is kept with them for the recommendation."""
     tokenized = data.tokenize(split.rows, split.fmt or "text", tokenizer, 10**9, split.ref)  # untruncated
     lengths = sorted(len(ids) for ids in tokenized.input_ids)
     cut = [index for index, ids in enumerate(tokenized.input_ids) if len(ids) > max_seq_len]
     lost = sum(1 for index in cut if all(label == data.IGNORE_INDEX for label in tokenized.labels[index][:max_seq_len]))
+    longest = sorted(cut, key=lambda index: -len(tokenized.input_ids[index]))[:LONGEST_SHOWN]
     return {"rows": len(lengths), "tokens": sum(lengths), "min": lengths[0], "p50": _percentile(lengths, 50),
             "p95": _percentile(lengths, 95), "p99": _percentile(lengths, 99), "max": lengths[-1],
             "max_seq_len": max_seq_len, "truncated_rows": len(cut), "truncated_share": round(len(cut) / len(lengths), 4),
-            "rows_losing_all_trained_tokens": lost, "rows_without_trained_tokens": tokenized.dropped}
+            "rows_losing_all_trained_tokens": lost, "rows_without_trained_tokens": tokenized.dropped,
+            "longest_cut": [{"line": tokenized.lines[index], "tokens": len(tokenized.input_ids[index])} for index in longest],
+            "max_positions": max_positions}
 
 
-def check_tokens(split: Split, tokenizer: Any, max_seq_len: int) -> tuple[Check, dict[str, Any] | None]:
+def check_tokens(split: Split, tokenizer: Any, max_seq_len: int, max_positions: int | None = None) -> tuple[Check, dict[str, Any] | None]:
+    """Token lengths against max_seq_len; `max_positions`, the most tokens the model reads (its config's
+    max_position_embeddings), caps what is suggested; without it, the tokenizer's record of it is used."""
     name = "data.tokens"
     try:
-        stats = token_lengths(split, tokenizer, max_seq_len)
+        stats = token_lengths(split, tokenizer, max_seq_len, max_positions or tokenizer_positions(tokenizer))
     except DataError as exc:
         return Check(name=name, status="error", summary=str(exc), fix="fix the row, or use the 'text' format for it"), None
     where = f"{split.name}: {stats['rows']} rows, {stats['tokens']:,} tokens; length p50 {stats['p50']}, p95 {stats['p95']}, max {stats['max']}"
     if not stats["truncated_rows"]:
         return Check(name=name, status="ok", summary=f"{where}; none longer than max_seq_len {max_seq_len}"), stats
-    cover = _round_up(stats["p99"], 64)
+    longest = ", ".join(f"{split.path}:{row['line']} ({row['tokens']:,} tokens)" for row in stats["longest_cut"])
     summary = (f"{where}; {stats['truncated_rows']} row(s) ({stats['truncated_share']:.1%}) are longer than max_seq_len {max_seq_len} "
-               f"and will be cut" + (f", {stats['rows_losing_all_trained_tokens']} losing every trained token" if stats["rows_losing_all_trained_tokens"] else ""))
-    return Check(name=name, status="warning", summary=summary,
-                 fix=f"raise train.max_seq_len to {cover} (covers 99% of rows) if memory allows; the recommendation below says whether it does"), stats
+               f"and will be cut" + (f", {stats['rows_losing_all_trained_tokens']} losing every trained token" if stats["rows_losing_all_trained_tokens"] else "")
+               + f"; longest: {longest}")
+    return Check(name=name, status="warning", summary=summary, fix=_longer_rows_fix(stats, max_seq_len)), stats
+
+
+def tokenizer_positions(tokenizer: Any) -> int | None:
+    """The most tokens the model reads, as its tokenizer records it (model_max_length); transformers leaves a
+    huge placeholder there when the tokenizer's files do not say."""
+    limit = getattr(tokenizer, "model_max_length", None)
+    return limit if isinstance(limit, int) and limit < 10**9 else None
+
+
+def _longer_rows_fix(stats: dict[str, Any], max_seq_len: int) -> str:
+    """Raise max_seq_len to cover 99% of rows, but never past what the model reads: rows longer than that are cut whatever max_seq_len says."""
+    cover, positions = _round_up(stats["p99"], 64), stats["max_positions"]
+    if positions is None or cover <= positions:
+        return f"raise train.max_seq_len to {cover} (covers 99% of rows) if memory allows; the recommendation below says whether it does"
+    capped = f"the model reads at most {positions} tokens; rows longer are cut: shorten or split them"
+    return capped + (f", and raise train.max_seq_len to {positions} if memory allows" if max_seq_len < positions else "")
 
 
 def _percentile(sorted_values: list[int], percent: float) -> int:
@@ -168,14 +219,6 @@ def _round_up(value: int, step: int) -> int:
 def _row_key(row: dict[str, Any]) -> str:
     content = {key: value for key, value in row.items() if key != "_line"}
     return hashlib.sha256(json.dumps(content, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
-
-
-def _content(value: Any) -> bool:
-    if isinstance(value, str):
-        return bool(value.strip())
-    if isinstance(value, list):
-        return any(isinstance(message, dict) and _content(message.get("content")) for message in value)
-    return value is not None
 
 
 def _lines(items: list[Any]) -> str:

@@ -1,12 +1,13 @@
 """Preflight's checks of the environment a run will use: the stack's lock, drift and known-bad
 combinations, the engine's libraries, the environment variables torch and tokenizers read, and
-free disk space for checkpoints.
+whether the run directory can be written, with free disk space for checkpoints.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -182,3 +183,19 @@ def disk(run_dir: Path, shape: ModelShape | None, config: RunConfig, download_by
     if free < 2 * needed:
         return Check(name="disk", status="warning", summary=text, fix="less than twice what the run needs is free; other writers could fill it")
     return Check(name="disk", status="ok", summary=text)
+
+
+def writable(run_dir: Path) -> Check:
+    """Whether the run directory can be made and written, tried for real (permission bits say nothing of a
+    read-only mount, and root passes every access() test): a directory made and removed in the nearest
+    existing one of the run directory and its parents."""
+    existing = next(parent for parent in (run_dir, *run_dir.parents) if parent.exists())
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "Not a directory", str(existing))
+        os.rmdir(tempfile.mkdtemp(prefix=".lockstep-write-test-", dir=existing))
+    except OSError as exc:
+        return Check(name="output_dir", status="error", summary=f"cannot write {existing}: {exc.strerror}",
+                     fix="choose an output_dir this user can create and write, on a filesystem mounted read-write")
+    where = "" if existing == run_dir else f" (made under {existing})"
+    return Check(name="output_dir", status="ok", summary=f"{run_dir} can be written{where}")

@@ -14,7 +14,7 @@ import yaml
 
 from runner import config as config_module
 from runner import rundir
-from runner.errors import OutputDirError, PreflightError
+from runner.errors import OutputDirError, PreflightError, StackError
 from runner.preflight.checks import PreflightResult
 from runner.preflight.recommend import Recommendation
 from runner.problems import MARKS
@@ -166,11 +166,13 @@ def apply(result: PreflightResult, spec: JobSpec, target: Path | None) -> Path:
 
 
 def refuse(result: PreflightResult, run_dir: Path, *, written: bool = True) -> None:
-    """Raise PreflightError naming each blocking check and how to waive it."""
+    """Raise PreflightError naming each blocking check and how to waive it; StackError (exit 8, as where a lock
+    is read) when the stack's lock is among them, since no data or setting fixes that."""
     blocking = result.blocking
+    error = StackError if any(check.name == "lock" for check in blocking) else PreflightError
     lines = [f"{check.name}: {check.summary}" + (f" -> fix: {check.fix}" if check.fix else "") for check in blocking]
     names = " ".join(f"--waive {name}" for name in dict.fromkeys(check.name for check in blocking))
-    raise PreflightError(
+    raise error(
         f"preflight found {len(blocking)} problem(s); nothing was started:\n  - " + "\n  - ".join(lines)
         + (f"\nThe full report is in {run_dir / REPORT_FILE}." if written else "")
         + f"\nTo run anyway, accept each explicitly: {names}"

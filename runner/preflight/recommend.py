@@ -5,7 +5,8 @@ Preference order, cheapest first: no change to the model or the compute (a large
 accumulation when memory allows), then gradient checkpointing (about a third more compute, same
 result), then 4-bit weights (QLoRA: a different, slightly lossy model), then a shorter
 max_seq_len (cuts rows). Checkpointing and 4-bit are taken only when the cheaper settings cannot fit
-a useful batch (GOOD_BATCH); max_seq_len is shortened only when nothing fits at all.
+a useful batch (GOOD_BATCH); max_seq_len is shortened only when nothing fits at all, and raised for
+long rows never past the most tokens the model reads.
 """
 
 from __future__ import annotations
@@ -109,18 +110,30 @@ def recommend(config: RunConfig, shape: ModelShape, hardware: Hardware, token_st
 
 
 def _seq_len_candidates(configured: int, stats: dict[str, Any] | None) -> list[tuple[int, str]]:
-    """max_seq_len values to try, in order: as configured (longer if over 1% of rows would be cut),
-    then halved from the longest row's length down to MIN_SEQ_LEN (cutting rows)."""
-    first, reason = configured, ""
-    if stats and stats["truncated_share"] > 0.01:
-        first = _round_up(stats["p99"])
-        reason = f"max_seq_len {first} keeps 99% of rows whole ({stats['truncated_share']:.0%} are cut at {configured})"
+    """max_seq_len values to try, in order: as the data needs it (_data_seq_len), then halved from the
+    longest row's length down to MIN_SEQ_LEN (cutting rows)."""
+    first, reason = _data_seq_len(configured, stats)
     candidates = [(first, reason)]
     seq_len = min(first, _round_up(stats["max"])) if stats else first  # halving below this cuts rows
     while seq_len > MIN_SEQ_LEN:
         seq_len = max(MIN_SEQ_LEN, seq_len // 2)
         candidates.append((seq_len, f"max_seq_len halved to {seq_len}: nothing longer fits a useful batch; longer rows are cut"))
     return candidates
+
+
+def _data_seq_len(configured: int, stats: dict[str, Any] | None) -> tuple[int, str]:
+    """max_seq_len as configured, or longer where over 1% of rows would be cut, but never past the most tokens the model
+    reads (the token statistics' max_positions): a longer max_seq_len cannot keep rows whole that the model cannot read."""
+    if not stats or stats["truncated_share"] <= 0.01:
+        return configured, ""
+    wanted, positions = _round_up(stats["p99"]), stats.get("max_positions")
+    cut = f"{stats['truncated_share']:.0%} are cut at {configured}"
+    if positions is None or wanted <= positions:
+        return wanted, f"max_seq_len {wanted} keeps 99% of rows whole ({cut})"
+    if configured >= positions:
+        return configured, ""
+    return positions, (f"max_seq_len {positions}, the model's limit ({cut}): the model reads at most {positions} tokens; "
+                       "rows longer are cut: shorten or split them")
 
 
 def _round_up(tokens: int) -> int:

@@ -1,9 +1,11 @@
 """`lockstep validate-data FILE...`: preflight's data checks on their own, before any config or run.
 
-Every unreadable line, missing field and wrong type is listed with file:line (all of them, not
-preflight's first few); empty rows, duplicates and rows shared between the first file (the
-training data) and the others are warnings. With `--config`, the files are read in that config's
-format and their token lengths are counted with its tokenizer against its max_seq_len.
+Every unreadable line, missing field, wrong type and malformed conversation is listed with file:line
+(all of them, not preflight's first few); another file in another format than the first (the training
+data) is an error; empty rows, duplicates and rows shared between the first file and the others are
+warnings. The checks are preflight's own functions (data_checks), so both commands agree. With
+`--config`, the files are read in that config's format and their token lengths are counted with its
+tokenizer against its max_seq_len.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ def validate(files: Sequence[str], declared: str = "auto", config: RunConfig | N
     usable = [split for split in splits if not split.problems]
     checks = [check for split in usable for check in data_checks.file_warnings(split)]
     if usable and usable[0] is splits[0]:
-        checks += [check for other in usable[1:] for check in data_checks.overlap(usable[0], other)]
+        checks += [check for other in usable[1:] for check in data_checks.against_training(usable[0], other)]
     if config is not None and usable:
         checks += [_tokens(split, config) for split in usable]
     for check in checks:

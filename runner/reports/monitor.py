@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any, TextIO
 from runner import rundir
 from runner.backends import jobs
 from runner.backends.base import JobHandle, JobState
-from runner.errors import OutputDirError
 from runner.training import metrics
 from runner.util import jsonl
 
@@ -74,7 +73,7 @@ def watch(run_dir: Path, *, refresh: float = 5.0, once: bool = False, out: TextI
     from runner.reports import monitor_sources
 
     out = out or sys.stdout
-    check_run_dir(run_dir)
+    rundir.check_run_dir(run_dir)
     terminal = out.isatty() and not once
     unicode = _can_encode(out, SPARKS + "░·")
     source, source_job = None, None
@@ -89,23 +88,6 @@ def watch(run_dir: Path, *, refresh: float = 5.0, once: bool = False, out: TextI
         if once or ended(snapshot):
             return 0
         time.sleep(refresh)
-
-
-def check_run_dir(run_dir: Path) -> None:
-    """RUN must be a run directory (an empty one may be watched before the run starts)."""
-    # Names only a lockstep run directory holds: a directory with none of them is the wrong path.
-    run_files = {*rundir.RUN_MARKS, *rundir.BEFORE_RUN, rundir.METRICS_FILE, rundir.PLAN_FILE, rundir.SUMMARY_FILE}
-    if not run_dir.exists():
-        raise OutputDirError(f"{run_dir} does not exist: RUN is a run directory, the output_dir of its config "
-                             "(e.g. runs/demo); check the path, or start the run first with `lockstep train CONFIG`")
-    if not run_dir.is_dir():
-        raise OutputDirError(f"{run_dir} is not a directory: RUN is a run directory, the output_dir of its config (e.g. runs/demo)")
-    names = {path.name for path in run_dir.iterdir()}
-    if names and not names & run_files:
-        runs = sorted(path.name for path in run_dir.iterdir() if path.is_dir() and {p.name for p in path.iterdir()} & run_files)
-        hint = f"; runs in it: {', '.join(runs[:5])}" if runs else ""
-        raise OutputDirError(f"{run_dir} holds no lockstep run (no {rundir.CONFIG_FILE}, {rundir.METRICS_FILE} or jobs/): "
-                             f"RUN is a run directory, the output_dir of its config{hint}")
 
 
 def collect(run_dir: Path, source: DirectorySource | ModalMirror, handle: JobHandle | None) -> Snapshot:

@@ -222,7 +222,7 @@ class Saver:
             return
         self.last = checkpoint
         self.store.retain(self.keep_last)
-        console.say(f"checkpoint saved: {checkpoint.path}", after_bar=True)
+        console.say(f"checkpoint saved: {checkpoint.path}")
         if self.after_checkpoint is not None:
             call_storage_hook(self.after_checkpoint, checkpoint.path)
 

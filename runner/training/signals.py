@@ -28,7 +28,7 @@ class StopFlag:
         first = self.signal_name is None
         self.signal_name = self.signal_name or name
         note = "checkpointing at the end of this step, then exiting" if first else "already stopping; the save in progress is safe"
-        console.say(f"{name} received: {note}", after_bar=True)
+        console.say(f"{name} received: {note}")
 
 
 @contextmanager

@@ -1,5 +1,6 @@
 """`lockstep generate RUN --prompt TEXT | --file FILE`: the finished run's base model with its adapter
-answers prompts given in the run's data format (greedy decoding, so answers repeat).
+answers prompts (greedy decoding, so answers repeat). A plain question is written as the run's training
+rows were (runner.training.prompts: their prompt template, or the chat template); --raw sends it as given.
 
 An `hf` run generates with transformers + peft here; an `mlx` run with mlx-lm, in the `mlx` stack's
 environment when this one has no MLX (as `lockstep train` does).
@@ -16,15 +17,21 @@ from pathlib import Path
 
 from runner import rundir
 from runner.errors import DataError, run_command
+from runner.util import console
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", metavar="RUN", type=Path, help="a finished run directory")
     given = parser.add_mutually_exclusive_group(required=True)
-    given.add_argument("--prompt", action="append", help="a prompt (repeatable); written as the run's data wrote its prompts")
+    given.add_argument("--prompt", action="append", help="a prompt (repeatable): a plain question, written as the run's data "
+                                                        "wrote its prompts (see --raw)")
     given.add_argument("--file", type=Path, help="prompts: a JSONL file (each row's prompt, text, or messages' first user turn) "
                                                   "or a text file (one prompt per line)")
-    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--raw", action="store_true",
+                        help="send each prompt exactly as given, in no template (by default a plain question is written "
+                             "as the run's training rows were: their prompt template, or the chat template)")
+    parser.add_argument("--max-new-tokens", type=_new_token_count, default=64, metavar="N",
+                        help="the most tokens each answer may have (default: 64)")
 
 
 def generate(args: argparse.Namespace) -> int:
@@ -37,16 +44,19 @@ def generate(args: argparse.Namespace) -> int:
     from runner.training import prompts as prompt_format
 
     config = config_module.load(str(run_dir / rundir.CONFIG_FILE), [])
-    fmt = prompt_format.run_format(config)
+    style = prompt_format.style(config, raw=args.raw)
+    console.say(style.note)
+    written = [style.apply(prompt) for prompt in prompts]
     if engine == "mlx":
         from runner.engines import mlx_inference
 
-        answers = mlx_inference.answer(run_dir, config, fmt, prompts, args.max_new_tokens)
+        answers = mlx_inference.answer(run_dir, config, style.fmt, written, args.max_new_tokens)
     else:
         from runner.use import inference
 
         model, tokenizer = inference.load(run_dir)
-        answers = [inference.generate(model, tokenizer, prompt_format.prompt_ids(tokenizer, fmt, p), args.max_new_tokens) for p in prompts]
+        answers = [inference.generate(model, tokenizer, prompt_format.prompt_ids(tokenizer, style.fmt, p), args.max_new_tokens)
+                   for p in written]
     if len(prompts) == 1:
         print(answers[0])
     else:
@@ -81,9 +91,20 @@ def _in_mlx_environment(args: argparse.Namespace) -> int:
     from runner.util import foreground
 
     python = stack_venv.ensure(stacks.get("mlx"))
-    argv = [str(args.run_dir), "--max-new-tokens", str(args.max_new_tokens)]
+    argv = [str(args.run_dir), "--max-new-tokens", str(args.max_new_tokens), *(["--raw"] if args.raw else [])]
     argv += [f"--prompt={p}" for p in args.prompt] if args.prompt else ["--file", str(args.file)]
     return foreground.run([str(python), "-m", "runner.use.generate", *argv], env=stack_venv.job_environment())
+
+
+def _new_token_count(text: str) -> int:
+    """--max-new-tokens: a whole number of at least 1 (refused by argparse, exit 2, before any model loads)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1 (the most tokens an answer may have), got {text!r}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

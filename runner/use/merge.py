@@ -20,9 +20,10 @@ def merge(run_dir: Path) -> Path:
     from transformers import AutoModelForCausalLM
 
     from runner import config as config_module
-    from runner.engines.hf_compat import dtype_argument
+    from runner.engines.hf_compat import dtype_argument, quiet_libraries
     from runner.engines.model_files import load_tokenizer, resolve_model
 
+    quiet_libraries()
     adapter = _adapter(run_dir)
     config = config_module.load(str(run_dir / CONFIG_FILE), [])
     base = resolve_model(config.model.name_or_path)

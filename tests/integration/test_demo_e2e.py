@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from runner.errors import PreflightError
+from runner.errors import PreflightError, StackError
 from tests.helpers import DEMO_CONFIG, REPO_ROOT, nothing_but_preflight, run_lockstep
 from tests.integration.run_checks import GENERATE_SCRIPT, assert_complete_run, assert_merge_keeps_the_outputs
 
@@ -126,7 +126,7 @@ def test_an_environment_of_a_stack_without_a_lock_is_refused(tmp_path):
         [sys.executable, "-m", "runner", "train", str(DEMO_CONFIG), "--set", f"output_dir={run_dir}"],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True,
     )
-    assert result.returncode == PreflightError.exit_code, result.stderr[-2000:]
+    assert result.returncode == StackError.exit_code, result.stderr[-2000:]
     assert "✗ lock" in result.stderr and "run `nox -s lock -- cu121-torch251`" in result.stderr and nothing_but_preflight(run_dir)
 
 

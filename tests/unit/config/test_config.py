@@ -32,7 +32,7 @@ def test_demo_config_loads_with_defaults():
     assert config.model.name_or_path == "builtin:tiny-llama"
     assert config.checkpoint.every_percent == 10 and config.checkpoint.keep_last == 3
     assert config.lora.target_modules == ("all-linear",)
-    assert config.train.learning_rate == 3e-3
+    assert config.train.learning_rate == 6e-3
 
 
 def test_config_is_frozen(tmp_path):
@@ -125,7 +125,7 @@ def test_missing_config_file(tmp_path):
 def test_missing_data_and_model_paths(tmp_path):
     data = {**MINIMAL, "model": {"name_or_path": "./no-such-model"}, "data": {"train": "missing.jsonl", "valid": "builtin:demo/nope.jsonl"}}
     problems = problems_of(write(tmp_path, data))
-    assert any(p.startswith("data.train: file not found: missing.jsonl") for p in problems)
+    assert any(p.startswith("data.train: missing.jsonl: does not exist (looked for /") for p in problems)
     assert any(p.startswith("data.valid: no built-in file") for p in problems)
     assert any(p.startswith("model.name_or_path: directory not found") for p in problems)
 
@@ -167,3 +167,27 @@ def test_check_config_prints_resolved_config(capsys):
     assert cli_main(["check-config", str(DEMO_CONFIG), "--set", "train.seed=7"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["train"]["seed"] == 7 and printed["checkpoint"]["keep_last"] == 3
+
+
+def test_a_leading_tilde_is_the_home_directory_in_every_path_key(tmp_path, monkeypatch):
+    """Expanded once, when the config is read: preflight, the backends and the job all see one path."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "train.jsonl").write_text('{"text": "hello"}\n')
+    (tmp_path / "model").mkdir()
+    path = write(tmp_path, {**MINIMAL, "output_dir": "~/runs/a", "model": {"name_or_path": "~/model"},
+                            "data": {"train": "~/train.jsonl", "valid": "~/train.jsonl"},
+                            "slurm": {"image": "~/x.sif", "python": "~/venv/bin/python", "binds": ["~/data:/data", "/abs"]}})
+    config = cfg.load(path)
+    assert config.output_dir == str(tmp_path / "runs" / "a")
+    assert config.data.train == config.data.valid == str(tmp_path / "train.jsonl")
+    assert config.model.name_or_path == str(tmp_path / "model")
+    assert (config.slurm.image, config.slurm.python) == (str(tmp_path / "x.sif"), str(tmp_path / "venv" / "bin" / "python"))
+    assert config.slurm.binds == (f"{tmp_path}/data:/data", "/abs")
+    assert cfg.load(path, ["output_dir=~/other"]).output_dir == str(tmp_path / "other")  # --set values too
+
+
+def test_a_directory_given_as_a_data_file_is_named_with_the_files_in_it(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.jsonl").write_text('{"text": "hi"}\n')
+    (problem,) = problems_of(write(tmp_path, {**MINIMAL, "data": {"train": str(tmp_path / "data")}}))
+    assert problem == f"data.train: {tmp_path / 'data'}: is a directory, not a JSON Lines file; it holds train.jsonl: name one of them"
