@@ -126,3 +126,12 @@ def test_installing_lockstep_prints_no_build_warnings():
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Would install lockstep" in result.stdout and "warning" not in (result.stdout + result.stderr).lower()
+
+
+def test_validate_data_with_only_a_config_checks_that_config_s_data_files():
+    result = run_lockstep("validate-data", "--config", str(DEMO_CONFIG))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "builtin:demo/train.jsonl: 768 rows" in result.stdout and "builtin:demo/valid.jsonl: 64 rows" in result.stdout
+    assert result.stdout.splitlines()[-1] == "2 file(s): 0 failed, 0 warning(s)"
+    neither = run_lockstep("validate-data")
+    assert neither.returncode == 2 and "validate-data needs FILE... (JSONL data files), or --config CONFIG" in neither.stderr
