@@ -370,8 +370,8 @@ def _check_paths(config: RunConfig) -> list[str]:
         if value.startswith(BUILTIN_PREFIX):
             if not builtin_path(value).is_file():
                 problems.append(f"{name}: no built-in file {value!r}")
-        elif data_file_problem(Path(value)):  # a relative path's problem names where it was looked for
-            problems.append(f"{name}: {data_file_problem(Path(value))}")
+        elif problem := data_file_problem(Path(value)):  # a relative path's problem names where it was looked for
+            problems.append(f"{name}: {problem}")
     model = config.model.name_or_path
     if model.startswith(BUILTIN_PREFIX):
         from runner.demo import BUILTIN_MODELS
