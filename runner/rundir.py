@@ -18,6 +18,7 @@ MANIFEST_FILE = "manifest.json"  # the latest attempt's environment
 ATTEMPTS_FILE = "attempts.jsonl"  # every attempt's, one line each
 CHECKPOINTS_DIR = "checkpoints"  # step-NNNNNNNN/, each sealed by its COMPLETE.json (runner.training.checkpoint)
 METRICS_FILE = "metrics.jsonl"  # a row per logging event, appended as training goes
+EVENTS_FILE = "events.jsonl"  # a line per checkpoint (the loop's wait, the write's time) and per stop (signal to durable)
 METRICS_CSV = "metrics.csv"  # the same rows, written when a run stops or finishes
 PLAN_FILE = "plan.json"  # what the run will do, known once the data is read: {"total_steps": N}
 PLOTS_DIR = "plots"

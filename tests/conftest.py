@@ -31,6 +31,18 @@ def demo_tokenizer():
     return AutoTokenizer.from_pretrained(ensure_built())
 
 
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """The demo trained once through the real `lockstep train` (its run directory, and the finished process),
+    shared by the tests that read a finished run and leave it as it is."""
+    from tests.helpers import run_lockstep
+
+    run_dir = tmp_path_factory.mktemp("demo") / "run with space"
+    result = run_lockstep("train", str(DEMO_CONFIG), "--set", f"output_dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir, result
+
+
 @pytest.fixture
 def tmpfs(tmp_path):
     """A factory of small tmpfs mounts (`tmpfs("2500k")`), unmounted after the test: a real full disk

@@ -88,7 +88,7 @@ def start(directory: Path, *, cpus: int | None = None) -> Cluster:
                 "KillWait=30",
                 "MinJobAge=600",
                 f"NodeName={node} CPUs={cpus} RealMemory=8000 State=UNKNOWN",
-                f"PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP",
+                f"PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE GraceTime=5 State=UP",
                 "",
             ]
         )

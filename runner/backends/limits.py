@@ -31,6 +31,21 @@ def table() -> dict[str, Any]:
     return tomllib.loads(LIMITS_FILE.read_text())
 
 
+def modal_preemption_grace_s() -> float:
+    """Seconds between Modal's preemption signal and the kill."""
+    return float(table()["modal"]["preemption_grace_s"]["seconds"])
+
+
+def container_stop_grace_s() -> float:
+    """Seconds between `docker stop`'s (and podman's) SIGTERM and its SIGKILL, unless --time says otherwise."""
+    return float(table()["docker"]["stop_grace_s"]["seconds"])
+
+
+def slurm_default_kill_wait_s() -> float:
+    """Slurm's KillWait where the cluster's own cannot be read: seconds between SIGTERM and SIGKILL."""
+    return float(table()["slurm"]["kill_wait_s"]["default"])
+
+
 def common(config: RunConfig, backend: str) -> list[Check]:
     """What every backend requires: a consistent world size and process layout."""
     res, problems = config.resources, []

@@ -12,7 +12,10 @@ from typing import Any
 
 from runner.config import RunConfig
 from runner.errors import EngineError
-from runner.training.checkpoint import Checkpoint, CheckpointStore, StorageHook, Totals
+from runner.rundir import EVENTS_FILE
+from runner.training import distributed
+from runner.training.checkpoint import Checkpoint, CheckpointStore, Totals
+from runner.training.saver import StorageHook
 from runner.training.signals import StopFlag
 from runner.training.tracking import Trackers
 
@@ -31,6 +34,11 @@ class TrainContext:
     checkpoint_meta: dict[str, Any]  # recorded in every checkpoint's marker (config and lock hashes)
     after_checkpoint: StorageHook | None = None
     trackers: Trackers | None = None  # experiment trackers fed with every metrics row (rank 0 only)
+
+    def saver_options(self, config: RunConfig, carried: Totals) -> dict[str, Any]:
+        """What every engine's checkpointer (runner.training.saver.Saver) takes besides the store and policy."""
+        return {"keep_last": config.checkpoint.keep_last, "meta": self.checkpoint_meta, "after_checkpoint": self.after_checkpoint,
+                "carried": carried, "stop": self.stop, "events": self.run_dir / EVENTS_FILE if distributed.is_main() else None}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -22,9 +22,10 @@ from runner.engines.model_files import load_tokenizer, resolve_model
 from runner.errors import EngineError
 from runner.rundir import ADAPTER_DIR, TRAINER_DIR
 from runner.training import data, distributed
-from runner.training.checkpoint import Checkpoint, Policy, Totals
+from runner.training.checkpoint import Checkpoint, Totals
 from runner.training.final_outputs import copier, publish
 from runner.training.metrics import MetricsLog
+from runner.training.saver import Policy
 from runner.training.schedule import eval_interval, total_steps, warmup_steps
 from runner.util import console
 
@@ -56,6 +57,7 @@ def train(config: RunConfig, context: TrainContext) -> Result:
     policy = Policy(every_percent=config.checkpoint.every_percent, every_minutes=config.checkpoint.every_minutes, total_steps=steps)
     tokens = TokenCounter()
     metrics = MetricsCallback(MetricsLog(context.run_dir, total_steps=steps, trackers=context.trackers), tokens)
+    checkpointer = Checkpointer(context.store, policy, **context.saver_options(config, carried))
     trainer = LockstepTrainer(
         model=model,
         args=training_arguments(config, context.run_dir, precision, steps, has_eval=valid_set is not None, resuming=resume is not None,
@@ -63,23 +65,22 @@ def train(config: RunConfig, context: TrainContext) -> Result:
         train_dataset=_dataset(train_set),
         eval_dataset=_dataset(valid_set) if valid_set else None,
         data_collator=PadCollator(tokenizer.pad_token_id),
-        callbacks=[metrics, SaveTrigger(policy, context.stop), progress := ProgressCallback()],
+        callbacks=[metrics, SaveTrigger(checkpointer, context.stop), progress := ProgressCallback()],
         **tokenizer_argument(SFTTrainer, tokenizer),
     )
     trainer.token_counter = tokens
-    trainer.checkpointer = checkpointer = Checkpointer(
-        context.store, policy, keep_last=config.checkpoint.keep_last, meta=context.checkpoint_meta,
-        after_checkpoint=context.after_checkpoint, carried=carried,
-    )
+    trainer.checkpointer = checkpointer
     trainer.remove_callback(transformers.PrinterCallback)  # lockstep's bar and metrics replace its raw dict prints
     checkpointer.begin()
     try:
-        trainer.train(resume_from_checkpoint=str(resume.path) if resume else None)
+        with checkpointer.settled_on_failure():
+            trainer.train(resume_from_checkpoint=str(resume.path) if resume else None)
+            stopped = context.stop.requested and trainer.state.global_step < steps
+            if not stopped and checkpointer.last_step != trainer.state.global_step:
+                checkpointer.save_now(trainer)  # the policy saves at the last step; the outputs are made from that checkpoint
     finally:
         progress.close()  # the trainer skips on_train_end when a step or a save raises
-    stopped = context.stop.requested and trainer.state.global_step < steps
-    if not stopped and checkpointer.last_step != trainer.state.global_step:
-        checkpointer.save(trainer)  # the policy saves at the last step; the outputs are made from that checkpoint
+    checkpointer.finish()
     attempt = checkpointer.attempt(tokens.total)
     if not stopped and checkpointer.last is not None:  # rank 0, which wrote it
         _publish_adapter(context, checkpointer.last)
@@ -259,9 +260,9 @@ class LockstepTrainer(SFTTrainer):  # type: ignore[misc]
     def _save_checkpoint(self, model: Any, trial: Any, *args: Any, **kwargs: Any) -> None:
         # Replaces the trainer's in-place `checkpoint-N` writer; called after evaluation, as the original is.
         if self.checkpointer is not None:
-            self.checkpointer.save(self)
+            self.checkpointer.save_now(self)
 
     def training_step(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         if self.token_counter is not None and "attention_mask" in inputs:
-            self.token_counter.add(int(inputs["attention_mask"].sum()))
+            self.token_counter.add(inputs["attention_mask"].sum())
         return super().training_step(model, inputs, *args, **kwargs)

@@ -12,18 +12,32 @@ from runner.util import console
 
 
 class TokenCounter:
-    """Counts the non-padding tokens the trainer has consumed since the last read."""
+    """Counts the non-padding tokens the trainer has consumed, in total and since the last `take`.
+
+    Each micro-batch's count stays a tensor where the batch is (summed there) until it is read, at a logged step
+    or a checkpoint: turning it into a number at every step would make the CPU wait for the GPU each time."""
 
     def __init__(self) -> None:
-        self.pending = 0
-        self.total = 0
+        self._unread: Any = 0
+        self._pending = 0
+        self._total = 0
 
-    def add(self, count: int) -> None:
-        self.pending += count
-        self.total += count
+    def add(self, count: Any) -> None:
+        self._unread = self._unread + count
+
+    def _read(self) -> None:
+        count, self._unread = int(self._unread), 0
+        self._pending += count
+        self._total += count
+
+    @property
+    def total(self) -> int:
+        self._read()
+        return self._total
 
     def take(self) -> int:
-        count, self.pending = self.pending, 0
+        self._read()
+        count, self._pending = self._pending, 0
         return count
 
 

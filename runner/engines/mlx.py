@@ -16,9 +16,10 @@ from runner.engines.mlx_checkpoint import TRAINING_STATE, Checkpointer, restore
 from runner.errors import EngineError
 from runner.rundir import ADAPTER_DIR, PEFT_DIR
 from runner.training import data
-from runner.training.checkpoint import Checkpoint, Policy, Totals
+from runner.training.checkpoint import Checkpoint, Totals
 from runner.training.final_outputs import copier, publish
 from runner.training.metrics import MetricsLog
+from runner.training.saver import Policy
 from runner.training.schedule import eval_interval, learning_rate, total_steps
 from runner.util import console
 
@@ -48,8 +49,7 @@ def train(config: RunConfig, context: TrainContext) -> Result:
     policy = Policy(every_percent=config.checkpoint.every_percent, every_minutes=config.checkpoint.every_minutes, total_steps=steps)
     resume = context.resume_from
     carried = Totals.recorded(resume)
-    checkpointer = Checkpointer(context.store, policy, keep_last=config.checkpoint.keep_last, meta=context.checkpoint_meta,
-                                after_checkpoint=context.after_checkpoint, carried=carried)
+    checkpointer = Checkpointer(context.store, policy, **context.saver_options(config, carried))
     optimizer = loop.make_optimizer(config)
     start = restore(resume.path, model, optimizer)["step"] if resume else 0
     batches = loop.Batches(train_set, config.train.per_device_batch_size, config.train.seed)
@@ -58,11 +58,12 @@ def train(config: RunConfig, context: TrainContext) -> Result:
 
     model.train()
     checkpointer.begin()
-    with console.progress_bar(total=steps, initial=start) as bar:
+    with console.progress_bar(total=steps, initial=start) as bar, checkpointer.settled_on_failure():
         if valid_set is not None and resume is None:
             run.log_eval(0, loop.evaluate(model, valid_set, config.train.per_device_batch_size, pad_id), batches.epoch(0), bar)
         step, every_eval = start, eval_interval(config, steps)
         while step < steps and not context.stop.requested:
+            checkpointer.check()  # a background write that failed stops the run here
             loop.seed_step(config.train.seed, step)
             micro = [loop.make_batch(train_set, batches.rows(step * accumulation + i), pad_id) for i in range(accumulation)]
             lr = learning_rate(config, steps, step)
@@ -73,7 +74,8 @@ def train(config: RunConfig, context: TrainContext) -> Result:
             if valid_set is not None and (step % every_eval == 0 or step == steps):
                 run.log_eval(step, loop.evaluate(model, valid_set, config.train.per_device_batch_size, pad_id), epoch, bar)
             if context.stop.requested or policy.due(step):
-                checkpointer.save(step, model, optimizer, settings, {"epoch": epoch, "train_tokens": run.tokens}, str(model_dir))
+                checkpointer.save_now(step, model, optimizer, settings, {"epoch": epoch, "train_tokens": run.tokens}, str(model_dir))
+    checkpointer.finish()
     stopped = step < steps
     attempt = checkpointer.attempt(run.tokens) if start < steps else Totals()
     peft_problem = None

@@ -8,7 +8,6 @@ step number carries it.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,8 @@ import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
 
 from runner.engines.mlx_model import ADAPTER_WEIGHTS, write_adapter
-from runner.training.checkpoint import MARKER, Checkpoint, Saver, save_failed
+from runner.training.checkpoint import MARKER, save_failed
+from runner.training.saver import Saver, Write
 
 OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "trainer_state.json"
@@ -25,24 +25,23 @@ TRAINING_STATE = (OPTIMIZER_FILE, STATE_FILE, MARKER)
 
 
 class Checkpointer(Saver):
-    def save(self, step: int, model: Any, optimizer: Any, settings: dict[str, Any], state: dict[str, Any], base: str) -> None:
-        started = time.perf_counter()
-        try:
-            checkpoint = self._write(step, model, optimizer, settings, state, base)
-        finally:
-            self.seconds += time.perf_counter() - started
-        self.saved_one(step, checkpoint)
+    """The files are written at the step boundary (into the page cache: the adapter of an MLX run is small and
+    already in host memory); the worker thread hashes, syncs and seals them while training goes on."""
 
-    def _write(self, step: int, model: Any, optimizer: Any, settings: dict[str, Any], state: dict[str, Any], base: str) -> Checkpoint:
+    def save_now(self, step: int, model: Any, optimizer: Any, settings: dict[str, Any], state: dict[str, Any], base: str) -> None:
+        self.save(step, lambda: self._write_files(step, model, optimizer, settings, state, base))
+
+    def _write_files(self, step: int, model: Any, optimizer: Any, settings: dict[str, Any], state: dict[str, Any], base: str) -> Write:
         staging = self.store.start(step)
         try:
             write_adapter(model, settings, staging, base=base)
             mx.save_safetensors(str(staging / OPTIMIZER_FILE), dict(tree_flatten(optimizer.state)))
             (staging / STATE_FILE).write_text(json.dumps({"step": step, **state}, indent=2) + "\n")
-            return self.store.commit(step, self.marker_meta(state.get("train_tokens", 0), epoch=state.get("epoch")))
+            meta = self.marker_meta(state.get("train_tokens", 0), epoch=state.get("epoch"))
         except Exception as exc:  # a full disk surfaces as OSError, or as MLX's own RuntimeError
             self.store.abandon(step)
             raise save_failed(step, exc, self.store) from exc
+        return lambda: self.store.commit(step, meta)
 
 
 def restore(path: Path, model: Any, optimizer: Any) -> dict[str, Any]:

@@ -29,7 +29,8 @@ from runner.rundir import (
 )
 from runner.stacks import drift, environment
 from runner.training import distributed, final_outputs, metrics, tracking
-from runner.training.checkpoint import Checkpoint, CheckpointStore, StorageHook, read_marker, write_failed
+from runner.training.checkpoint import Checkpoint, CheckpointStore, read_marker, write_failed
+from runner.training.saver import StorageHook
 from runner.training.signals import StopFlag, stop_on
 from runner.util import console, jsonl, shell
 from runner.util.files import write_atomic

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from runner.errors import ConfigError
-from runner.training.checkpoint import StorageHook
+from runner.training.saver import StorageHook
 
 HOOK_ENV = "LOCKSTEP_STORAGE_HOOK"
 MODAL_VOLUME = "modal-volume"

@@ -13,7 +13,7 @@ from typing import Any
 
 from runner import backends, stacks
 from runner.errors import LockstepError
-from runner.preflight import data_checks, env_checks, hardware, lora_check, model_check
+from runner.preflight import data_checks, env_checks, hardware, lora_check, model_check, stop_check
 from runner.preflight.hardware import Hardware
 from runner.preflight.model_check import ModelInfo
 from runner.preflight.recommend import Recommendation, Settings, estimate_for, recommend
@@ -56,6 +56,7 @@ def run(spec: JobSpec, backend: str, *, hardware_profile: str | None = None, wai
     checks += memory_checks
     checks += [env_checks.writable(spec.run_dir)] if backend != "modal" else []
     checks.append(_disk(spec, backend, info))
+    checks.append(stop_check.check(config, backend, info.shape, spec.run_dir))
     checks += [env_checks.allocator(target, _torch_version(config, backend), config.distributed.env) if target else
                Check(name="env.allocator", status="ok", summary="hardware unknown: allocator settings not checked"),
                env_checks.tokenizers_parallelism()]

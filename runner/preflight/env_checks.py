@@ -166,12 +166,17 @@ def tokenizers_parallelism() -> Check:
     return Check(name="env.tokenizers", status="ok", summary=f"TOKENIZERS_PARALLELISM={value}")
 
 
+def checkpoint_bytes(shape: ModelShape, config: RunConfig) -> int:
+    """One checkpoint: the fp32 adapter and AdamW's two states, plus the trainer's state and RNG."""
+    return shape.lora_parameters(config.lora.r) * (4 + 8) + 2**20
+
+
 def disk(run_dir: Path, shape: ModelShape | None, config: RunConfig, download_bytes: int) -> Check:
     """Free space where checkpoints go: keep_last of them, one more being written, the adapter, and a download."""
     if shape is None:
         return Check(name="disk", status="ok", summary="checkpoint size unknown (model shape unknown); not checked")
     lora = shape.lora_parameters(config.lora.r)
-    checkpoint = lora * (4 + 8) + 2**20  # fp32 adapter + AdamW's two states, plus trainer state and RNG
+    checkpoint = checkpoint_bytes(shape, config)
     needed = checkpoint * (config.checkpoint.keep_last + 1) + lora * 4 + OUTPUTS_BYTES + download_bytes
     existing = next(parent for parent in (run_dir, *run_dir.parents) if parent.exists())
     free = shutil.disk_usage(existing).free

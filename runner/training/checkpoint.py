@@ -12,15 +12,13 @@ import json
 import os
 import re
 import shutil
-import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, astuple, dataclass
 from pathlib import Path
 from typing import Any
 
 from runner.errors import CheckpointError
 from runner.rundir import CHECKPOINTS_DIR
-from runner.util import console
 from runner.util.files import fsync_dir, fsync_file, remove, swap_in
 from runner.util.hashing import file_sha256
 
@@ -51,11 +49,11 @@ class Totals:
     train_tokens: int = 0  # non-padding tokens of the training steps
     train_time_s: float = 0.0  # the training loops alone (model loading and start-up excluded)
     checkpoints_saved: int = 0
-    checkpoint_time_s: float = 0.0
+    checkpoint_time_s: float = 0.0  # the loop's time inside saves (what training waited for)
+    checkpoint_write_s: float = 0.0  # writing them, in the background
 
     def __add__(self, other: Totals) -> Totals:
-        return Totals(self.train_tokens + other.train_tokens, self.train_time_s + other.train_time_s,
-                      self.checkpoints_saved + other.checkpoints_saved, self.checkpoint_time_s + other.checkpoint_time_s)
+        return Totals(*(mine + theirs for mine, theirs in zip(astuple(self), astuple(other))))
 
     @classmethod
     def recorded(cls, checkpoint: Checkpoint | None) -> Totals:
@@ -70,6 +68,7 @@ class Totals:
         return {"train_tokens": self.train_tokens, "wall_time_s": round(self.train_time_s, 3),
                 "tokens_per_s": round(self.train_tokens / self.train_time_s, 1) if self.train_time_s else None,
                 "checkpoints_saved": self.checkpoints_saved, "checkpoint_time_s": round(self.checkpoint_time_s, 3),
+                "checkpoint_write_s": round(self.checkpoint_write_s, 3),
                 "checkpoint_share": round(self.checkpoint_time_s / self.train_time_s, 4) if self.train_time_s else None}
 
 
@@ -93,10 +92,11 @@ class CheckpointStore:
     def commit(self, step: int, meta: dict[str, Any]) -> Checkpoint:
         """Seal the staging directory of `step` with its marker and move it into place."""
         staging = self.staging_dir(step)
-        files = {}
-        for path in sorted(p for p in staging.rglob("*") if p.is_file()):
-            files[path.relative_to(staging).as_posix()] = {"sha256": file_sha256(path), "size": path.stat().st_size}
-            fsync_file(path)
+        paths = sorted(p for p in staging.rglob("*") if p.is_file())
+        # Side by side: the filesystem commits concurrent fsyncs together, so a stop's checkpoint is durable sooner.
+        with ThreadPoolExecutor(max_workers=min(8, len(paths) or 1), thread_name_prefix="lockstep-sync") as pool:
+            entries = list(pool.map(_hash_and_sync, paths))
+        files = {path.relative_to(staging).as_posix(): entry for path, entry in zip(paths, entries)}
         marker = {"step": step, "files": files, **meta}
         _write_synced(staging / MARKER, json.dumps(marker, indent=2, sort_keys=True))
         fsync_dir(staging)
@@ -154,96 +154,6 @@ class CheckpointStore:
         return removed
 
 
-class Policy:
-    """When to save: every N% of the run's optimizer steps, every M minutes, and at the last step."""
-
-    def __init__(
-        self, *, every_percent: float, every_minutes: float | None, total_steps: int, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.interval = max(1, round(total_steps * every_percent / 100))
-        self.total_steps = total_steps
-        self.every_s = every_minutes * 60 if every_minutes else None
-        self.clock = clock
-        self.last_save = clock()
-
-    def due(self, step: int) -> bool:
-        if step >= self.total_steps or step % self.interval == 0:
-            return True
-        return self.every_s is not None and self.clock() - self.last_save >= self.every_s
-
-    def saved(self) -> None:
-        self.last_save = self.clock()
-
-
-StorageHook = Callable[[Path], None]
-
-
-class Saver:
-    """What every engine's checkpointer shares: the store, the policy, retention, the storage hook,
-    the newest checkpoint written, and this attempt's figures (recorded in each marker beside those it
-    carries from the checkpoint it resumed from)."""
-
-    def __init__(
-        self, store: CheckpointStore, policy: Policy, *, keep_last: int, meta: dict[str, Any], after_checkpoint: StorageHook | None,
-        carried: Totals | None = None,
-    ) -> None:
-        self.store = store
-        self.policy = policy
-        self.keep_last = keep_last
-        self.meta = meta
-        self.after_checkpoint = after_checkpoint
-        self.carried = carried or Totals()
-        self.saved = 0
-        self.seconds = 0.0
-        self.started = time.perf_counter()
-        self.last_step: int | None = None  # the step of the newest checkpoint this attempt saved (every rank)
-        self.last: Checkpoint | None = None  # that checkpoint (rank 0, which writes it)
-
-    def begin(self) -> None:
-        """The training loop starts: this attempt's training time counts from here."""
-        self.started = time.perf_counter()
-
-    def attempt(self, tokens: int) -> Totals:
-        """This attempt's figures so far, `tokens` being the tokens it trained on."""
-        return Totals(tokens, time.perf_counter() - self.started, self.saved, self.seconds)
-
-    def marker_meta(self, tokens: int, **extra: Any) -> dict[str, Any]:
-        """What the marker of the checkpoint being written records besides its files: the run's hashes and
-        config, and the run's figures up to it (this checkpoint counted, its own write time not yet known)."""
-        totals = self.carried + self.attempt(tokens) + Totals(checkpoints_saved=1)
-        return {**self.meta, **extra, "totals": asdict(totals)}
-
-    def saved_one(self, step: int, checkpoint: Checkpoint | None) -> None:
-        """After the save of `step`: `checkpoint` is None on the ranks that did not write it."""
-        self.policy.saved()
-        self.saved += 1
-        self.last_step = step
-        if checkpoint is None:
-            return
-        self.last = checkpoint
-        self.store.retain(self.keep_last)
-        console.say(f"checkpoint saved: {checkpoint.path}")
-        if self.after_checkpoint is not None:
-            call_storage_hook(self.after_checkpoint, checkpoint.path)
-
-
-def call_storage_hook(hook: StorageHook, path: Path, attempts: int = 3, delay_s: float = 2.0) -> None:
-    """Run the after-checkpoint hook (e.g. a volume commit), retrying with backoff; never swallow a failure."""
-    for attempt in range(1, attempts + 1):
-        try:
-            hook(path)
-            return
-        except Exception as exc:  # any failure of user/back-end code counts; it is re-raised below
-            last = exc
-            console.say(f"storage hook failed after {path.name} (attempt {attempt}/{attempts}): {exc!r}")
-            if attempt < attempts:
-                time.sleep(delay_s * 2 ** (attempt - 1))
-    raise CheckpointError(
-        f"the storage hook failed {attempts} times after saving {path}: {last!r}. The checkpoint is complete on "
-        "local disk but may not have reached persistent storage; fix the storage, then run the same command to resume."
-    )
-
-
 def read_marker(path: Path) -> dict[str, Any]:
     return json.loads((path / MARKER).read_text())
 
@@ -295,6 +205,12 @@ def write_failed(what: str, where: Path, exc: Exception, store: CheckpointStore,
         f"could not write {what} in {where}{free}: {cause}; {kept}. "
         f"Free space or fix the storage, then run the same command again to {then}."
     )
+
+
+def _hash_and_sync(path: Path) -> dict[str, Any]:
+    entry = {"sha256": file_sha256(path), "size": path.stat().st_size}
+    fsync_file(path)
+    return entry
 
 
 def _write_synced(path: Path, text: str) -> None:

@@ -7,6 +7,7 @@ sent as SIGUSR2 instead (`--signal=B:USR2@grace`).
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType
@@ -19,6 +20,10 @@ class StopFlag:
 
     def __init__(self) -> None:
         self.signal_name: str | None = None
+        self.requested_at: float | None = None  # time.monotonic() of the first request
+
+    def seconds_since_request(self) -> float:
+        return time.monotonic() - self.requested_at if self.requested_at is not None else 0.0
 
     @property
     def requested(self) -> bool:
@@ -26,7 +31,8 @@ class StopFlag:
 
     def request(self, name: str) -> None:
         first = self.signal_name is None
-        self.signal_name = self.signal_name or name
+        if first:
+            self.signal_name, self.requested_at = name, time.monotonic()
         note = "checkpointing at the end of this step, then exiting" if first else "already stopping; the save in progress is safe"
         console.say(f"{name} received: {note}")
 

@@ -6,14 +6,18 @@ resumes from that checkpoint. Times run from the moment the process is started t
 of the first metrics row of a training step (after the checkpoint, for the resume). The fresh
 start includes the step-0 evaluation that a resumed run skips; both include interpreter start,
 imports, config, preflight, the manifest and model loading; the resume also reads and verifies
-the checkpoint (sha256 of every file) and restores optimizer, scheduler and RNG states.
+the checkpoint (sha256 of every file) and restores optimizer, scheduler and RNG states. Also
+reported: the time from the SIGTERM to the stop's checkpoint being durable (RUN/events.jsonl), what
+must fit in a platform's grace period (Modal: 30 s; Slurm: KillWait).
 """
 
 from __future__ import annotations
 
 import re
 
+from runner.rundir import EVENTS_FILE
 from runner.training import checkpoint
+from runner.util import jsonl
 from tests.bench import measure
 from tests.helpers import DEMO_CONFIG
 
@@ -34,8 +38,9 @@ def test_start_up_and_resume_to_the_first_step(benchmark, tmp_path):
         assert re.search(rf"resuming from step-0*{newest.step}\b", resumed.stderr), resumed.stderr[-3000:]
         first = resumed.first_step_after(newest.step)
         assert first["step"] == newest.step + 1 and first["grad_norm"] > 0
+        (stop,) = [line for line in jsonl.read(run_dir / EVENTS_FILE).records if line["event"] == "stop" and line["attempt"] == 1]
         return {"fresh_s": fresh.seconds_to_first_step(), "resume_s": resumed.seconds_to_first_step(after=newest.step),
-                "checkpoint_step": newest.step}
+                "checkpoint_step": newest.step, "stop_to_durable_s": stop["signal_to_durable_s"]}
 
     results = benchmark.pedantic(lambda: [one_round(index) for index in range(count)], rounds=1, iterations=1)
     fresh = measure.median([r["fresh_s"] for r in results])
@@ -48,7 +53,9 @@ def test_start_up_and_resume_to_the_first_step(benchmark, tmp_path):
         "fresh_spread": measure.spread([r["fresh_s"] for r in results]),
         "resume_spread": measure.spread([r["resume_s"] for r in results]),
         "resumed_from_step": results[0]["checkpoint_step"],
+        "stop_to_durable_s": round(measure.median([r["stop_to_durable_s"] for r in results]), 3),
     }
     benchmark.extra_info.update(report)
     print(f"\ndemo: first training step {report['fresh_start_to_first_step_s']} s after start, {report['resume_to_first_step_s']} s after a "
-          f"restart that resumes from step {report['resumed_from_step']} ({count} rounds)")
+          f"restart that resumes from step {report['resumed_from_step']}; the stop's checkpoint durable {report['stop_to_durable_s']} s "
+          f"after SIGTERM ({count} rounds)")

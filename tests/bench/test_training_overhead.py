@@ -7,7 +7,7 @@ steps and the last one), with its metrics file, manifest and report; lockstep wi
 checkpoint at the end (`checkpoint.every_percent=100`), which isolates what the periodic
 checkpoints cost; and the bare script, which saves nothing. Throughput is non-padding training
 tokens / trainer.train() wall time, the same definition everywhere. Reported: the ratio of
-medians lockstep / bare (target >= 0.97), the same with one checkpoint, the share of throughput
+medians lockstep / bare (target >= 0.98; step ratio >= 0.99), the same with one checkpoint, the share of throughput
 the periodic checkpoints cost (more than the time inside the saves: the steps after a save run
 slower too), the ratio of the median single-step throughputs (robust to bursts of load from
 other processes), and the time from process start to the first training step.
@@ -35,7 +35,7 @@ from tests.bench import measure
 from tests.helpers import DEMO_CONFIG, REPO_ROOT
 
 BARE_SCRIPT = Path(__file__).with_name("bare_trl.py")
-TARGET_RATIO = 0.97
+TARGET_RATIO = 0.98
 ONE_CHECKPOINT = "checkpoint.every_percent=100"  # lockstep without its periodic checkpoints: only the last step's
 CASES = {
     "tiny-llama (demo)": (),

@@ -54,7 +54,9 @@ def test_injected_write_failure_keeps_earlier_checkpoints(tmp_path, monkeypatch)
     assert [c.step for c in store.candidates()] == [6, 3]
     assert all(checkpoint.verify(c.path) is None for c in store.candidates())
     assert not any(p.name.startswith(checkpoint.STAGING_PREFIX) for p in store.root.iterdir())
-    assert max(row["step"] for row in metrics.read(run_dir)) == 9  # the metrics written so far are kept
+    # The write failed behind the loop: the run stopped at a step boundary after it, at the latest when the next save
+    # waited for it; the metrics written so far are kept.
+    assert 9 <= max(row["step"] for row in metrics.read(run_dir)) <= 12
 
 
 def test_a_full_disk_while_the_final_adapter_is_written_is_exit_6_and_the_rerun_only_writes_it(tmpfs):

@@ -17,14 +17,6 @@ from tests.integration.run_checks import GENERATE_SCRIPT, assert_complete_run, a
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("demo") / "run with space"
-    result = run_lockstep("train", str(DEMO_CONFIG), "--set", f"output_dir={run_dir}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return run_dir, result
-
-
 def test_demo_writes_every_output_and_learns(demo_run):
     run_dir, _ = demo_run
     summary = assert_complete_run(run_dir)

@@ -18,18 +18,10 @@ TEMPLATE_NOTE = ('prompt_completion run: the prompt goes in its training prompts
                  '"### Instruction:\\n{prompt}\\n### Response:\\n" (--raw sends it as given)')
 
 
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("generate") / "demo"
-    result = run_lockstep("train", str(DEMO_CONFIG), "--set", f"output_dir={run_dir}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return run_dir
-
-
 @pytest.mark.slow
 def test_the_readme_example_answers_what_the_demo_learned(demo_run):
     """`lockstep generate runs/demo --prompt "What is the capital of France?"`, as the README shows it."""
-    result = run_lockstep("generate", str(demo_run), "--prompt", README_QUESTION)
+    result = run_lockstep("generate", str(demo_run[0]), "--prompt", README_QUESTION)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "The capital of France is Paris."  # the demo's training row for this question
     assert result.stderr.strip() == f"lockstep: {TEMPLATE_NOTE}"  # one line, and none of the libraries' noise
@@ -38,11 +30,11 @@ def test_the_readme_example_answers_what_the_demo_learned(demo_run):
 @pytest.mark.slow
 def test_raw_sends_the_prompt_as_given(demo_run):
     templated = dataset.PROMPT_TEMPLATE.format(instruction=README_QUESTION)
-    result = run_lockstep("generate", str(demo_run), "--raw", "--prompt", templated)
+    result = run_lockstep("generate", str(demo_run[0]), "--raw", "--prompt", templated)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "The capital of France is Paris."
     assert "--raw: the prompt is sent as given" in result.stderr
-    plain = run_lockstep("generate", str(demo_run), "--raw", "--prompt", README_QUESTION)
+    plain = run_lockstep("generate", str(demo_run[0]), "--raw", "--prompt", README_QUESTION)
     assert plain.returncode == 0 and plain.stdout.strip() != "The capital of France is Paris."  # what the template is for
 
 

@@ -10,6 +10,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pytest
 
 from runner.rundir import BEFORE_RUN
 from runner.training import checkpoint, metrics
-from tests.helpers import DEMO_CONFIG, run_lockstep, start_lockstep
+from tests.helpers import DEMO_CONFIG, REPO_ROOT, lockstep_env, run_lockstep, start_lockstep
 from tests.integration.run_checks import (
     assert_complete_run,
     assert_same_training,
@@ -95,6 +96,39 @@ def test_sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run(refe
     assert_same_training(run_dir, reference_run, context)
     summary = assert_complete_run(run_dir)
     assert summary["attempts"] == attempts + 1
+    assert not staging_dirs(run_dir)
+
+
+def test_kills_at_each_moment_of_a_background_write_resume_bitwise_identically(reference_run, tmp_path):
+    """SIGKILL while a checkpoint is written behind the training loop: with its files written but no marker, with
+    the marker but not yet renamed into place, and in place while its storage hook runs. Each next start resumes
+    from what is durable (an earlier checkpoint, or the one whose hook was cut short), and the run ends with the
+    uninterrupted run's losses and adapter bytes."""
+    run_dir = tmp_path / "run"
+    sets = ("train.deterministic=true",)
+    plan = [("before-marker", 40), ("before-rename", 70), ("in-hook", 100)]
+    for point, from_step in plan:
+        held = run_dir.with_name(run_dir.name + f".at-{point}")
+        log = tmp_path / f"{point}.log"
+        with log.open("wb") as stderr:
+            process = subprocess.Popen([sys.executable, "-m", "tests.kill_points", point, str(from_step), str(run_dir), *sets],
+                                       cwd=REPO_ROOT, env=lockstep_env(), stdout=subprocess.DEVNULL, stderr=stderr)
+        wait_until(held.exists, process, f"the write of a checkpoint at step {from_step} or later, {point}", pause=0.01)
+        step = int(held.read_text())
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        staging, final = run_dir / "checkpoints" / f".staging-step-{step:08d}", run_dir / "checkpoints" / f"step-{step:08d}"
+        if point == "in-hook":
+            assert checkpoint.verify(final) is None  # in place and whole: the next start resumes from it
+        else:
+            assert (staging / checkpoint.MARKER).exists() == (point == "before-rename") and not final.exists()
+        assert logged_step(run_dir) >= step  # training went on while the checkpoint was being written
+    final_log = tmp_path / "final.log"
+    process = start_lockstep(*train_args(run_dir, *DETERMINISTIC), stderr_to=final_log)
+    assert process.wait(timeout=600) == 0, final_log.read_text()[-3000:]
+    assert f"resuming from step-{step:08d}" in final_log.read_text()  # the checkpoint whose storage hook was cut short
+    assert_same_training(run_dir, reference_run, "(kills inside background writes)")
+    assert assert_complete_run(run_dir)["attempts"] == len(plan) + 1
     assert not staging_dirs(run_dir)
 
 

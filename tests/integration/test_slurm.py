@@ -143,3 +143,14 @@ def test_inside_a_container_from_the_sif_the_job_is_requeued_twice_and_trains_th
     digest = (cpu_sif.parent / (cpu_sif.name + ".partition-sha256")).read_text().strip()
     assert manifest["image"] == {"ref": str(cpu_sif), "id": f"sha256:{digest}", "runtime": runtime}
     assert manifest["stack"] == "cpu" and manifest["drift"]["clean"]  # the image's environment, not this one's
+
+
+def test_preflight_times_the_stop_checkpoint_against_this_cluster_s_kill_wait_and_grace_time(slurm_cluster, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "runner", "preflight", str(DEMO_CONFIG), "--set", f"output_dir={tmp_path / 'run'}",
+                             *SLURM_ARGS, "--set", f"slurm.partition={slurm_cluster.partition}"],
+                            cwd=REPO_ROOT, env=slurm_cluster.env | {"PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    (line,) = [line for line in result.stdout.splitlines() if "checkpoint.stop" in line]
+    # slurm.conf's KillWait=30 and the partition's GraceTime=5 (tests/slurm_cluster.py): 35 s from the signal to the kill
+    assert "this cluster's KillWait (30 s) and the partition's GraceTime (5 s), gives 35 s" in line, line
+    assert "MB/s measured writing and syncing 16 MiB" in line and line.lstrip().startswith("✓")

@@ -126,8 +126,8 @@ def test_the_results_page_shows_numbers_ratios_and_the_change(tmp_path):
     section = results.render(latest, previous)
     assert "2026-12-01" in section and "Some CPU" in section and "2 cores" in section and "24 GiB" in section
     assert "nox -s bench" in section and "0123456789ab" in section
-    assert "| case | lockstep tokens/s | ratio (target >= 0.97) | change vs previous |" in section
-    assert "| case | 1,100 | 0.99 | lockstep tokens/s +10.0%; ratio (target >= 0.97) +10.0% |" in section
+    assert "| case | lockstep tokens/s | ratio (target >= 0.98) | change vs previous |" in section
+    assert "| case | 1,100 | 0.99 | lockstep tokens/s +10.0%; ratio (target >= 0.98) +10.0% |" in section
     assert "not measured**: `test_gpu_throughput[a-hf, b-hf]`: no CUDA GPU visible" in section
     assert results.render(latest, None).rstrip().endswith("| 1,100 | 0.99 | - |")  # no earlier run: no change to show
 

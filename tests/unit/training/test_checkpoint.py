@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import errno
 import json
+import threading
 from pathlib import Path
 
 import pytest
 
 from runner.errors import CheckpointError
 from runner.training import checkpoint as ckpt
-from runner.training.checkpoint import CheckpointStore, Policy, call_storage_hook
+from runner.training import saver as saving_module
+from runner.training.checkpoint import CheckpointStore
+from runner.training.saver import Policy, call_storage_hook
+from runner.training.signals import StopFlag
 
 
 def save(store: CheckpointStore, step: int, payload: bytes = b"weights") -> Path:
@@ -88,23 +92,117 @@ def test_leftovers_of_any_kind_are_removed_at_start(tmp_path):
     assert [p.name for p in store.root.iterdir()] == ["step-00000001"]
 
 
+def saver(store: CheckpointStore, **options) -> saving_module.Saver:
+    options = {"keep_last": 3, "meta": {"attempt": 1}, "after_checkpoint": None} | options
+    return saving_module.Saver(store, Policy(every_percent=50, every_minutes=None, total_steps=4), **options)
+
+
+def taking(store: CheckpointStore, step: int, write_started=None, release=None, fail: Exception | None = None, tokens=None):
+    """An engine's take_state: small state written and the marker's figures taken at the boundary (`tokens`: the
+    saver and the tokens trained); the returned write (waiting for `release` if given) adds the weights and seals it."""
+
+    def take_state():
+        staging = store.start(step)
+        (staging / "trainer_state.json").write_text('{"step": %d}' % step)
+        meta = tokens[0].marker_meta(tokens[1]) if tokens else {"step_meta": step}
+
+        def write():
+            if write_started is not None:
+                write_started.set()
+            if release is not None:
+                assert release.wait(10)
+            if fail is not None:
+                raise fail
+            (staging / "adapter_model.safetensors").write_bytes(b"w" * 1000)
+            return store.commit(step, meta)
+
+        return write
+
+    return take_state
+
+
 def test_each_marker_records_the_runs_totals_up_to_it(tmp_path):
     store = CheckpointStore(tmp_path)
-    policy = Policy(every_percent=50, every_minutes=None, total_steps=4)
-    first = ckpt.Saver(store, policy, keep_last=3, meta={"attempt": 1}, after_checkpoint=None)
-    staging = store.start(2)
-    (staging / "w").write_bytes(b"w")
-    first.saved_one(2, store.commit(2, first.marker_meta(100)))
+    first = saver(store)
+    first.save(2, taking(store, 2, tokens=(first, 100)))
+    first.finish()
     totals = ckpt.Totals.recorded(first.last)
     assert totals.train_tokens == 100 and totals.checkpoints_saved == 1 and totals.train_time_s > 0
 
-    resumed = ckpt.Saver(store, policy, keep_last=3, meta={"attempt": 2}, after_checkpoint=None, carried=totals)
-    staging = store.start(4)
-    (staging / "w").write_bytes(b"w")
-    resumed.saved_one(4, store.commit(4, resumed.marker_meta(150)))
+    resumed = saver(store, meta={"attempt": 2}, carried=totals)
+    resumed.save(4, taking(store, 4, tokens=(resumed, 150)))
+    resumed.finish()
     whole = ckpt.Totals.recorded(resumed.last)
     assert whole.train_tokens == 250 and whole.checkpoints_saved == 2 and whole.train_time_s > totals.train_time_s
+    assert resumed.attempt(150).checkpoint_write_s > 0  # the write's own time, apart from the loop's
     assert ckpt.Totals.recorded(None) == ckpt.Totals()
+
+
+def test_the_loop_goes_on_while_the_write_is_in_flight_and_the_next_save_waits_for_it(tmp_path):
+    store = CheckpointStore(tmp_path)
+    events = tmp_path / "events.jsonl"
+    saving = saver(store, events=events)
+    started, release = threading.Event(), threading.Event()
+    saving.save(2, taking(store, 2, started, release))
+    assert started.wait(10)  # the write runs while save() has returned to the loop
+    assert saving.worker.busy and store.candidates() == [] and saving.last is None
+    saving.check()  # nothing failed: the loop goes on
+
+    second = threading.Thread(target=saving.save, args=(4, taking(store, 4)))
+    second.start()
+    second.join(0.3)
+    assert second.is_alive()  # at most one write in flight: the next save waits for the first
+    release.set()
+    second.join(10)
+    saving.finish()
+    assert [c.step for c in store.candidates()] == [4, 2] and all(ckpt.verify(c.path) is None for c in store.candidates())
+    assert saving.last.step == 4
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    assert [(line["event"], line["step"], line["attempt"]) for line in lines] == [("checkpoint", 2, 1), ("checkpoint", 4, 1)]
+    assert all(line["write_s"] > 0 and line["loop_blocked_s"] >= 0 for line in lines)
+
+
+def test_a_failed_background_write_stops_the_loop_at_the_next_boundary_naming_the_newest_intact(tmp_path):
+    store = CheckpointStore(tmp_path)
+    saving = saver(store)
+    saving.save(2, taking(store, 2))
+    saving.finish()
+    saving = saver(store)
+    saving.save(4, taking(store, 4, fail=OSError(errno.ENOSPC, "No space left on device")))
+    saving.worker._thread.join(10)
+    with pytest.raises(CheckpointError) as raised:
+        saving.check()
+    message = str(raised.value)
+    assert "the checkpoint of step 4" in message and "No space left on device" in message
+    assert f"the newest intact checkpoint is {store.root / 'step-00000002'}" in message
+    assert not store.staging_dir(4).exists() and [c.step for c in store.candidates()] == [2]
+    saving.check()  # said once
+
+
+def test_a_stop_signal_s_save_is_durable_before_save_returns_and_its_time_is_recorded(tmp_path):
+    store = CheckpointStore(tmp_path)
+    events = tmp_path / "events.jsonl"
+    stop = StopFlag()
+    stop.request("SIGTERM")
+    saving = saver(store, stop=stop, events=events)
+    saving.save(3, taking(store, 3))
+    assert not saving.worker.busy and ckpt.verify(store.root / "step-00000003") is None
+    stopped = [json.loads(line) for line in events.read_text().splitlines() if json.loads(line)["event"] == "stop"]
+    assert len(stopped) == 1 and stopped[0]["signal"] == "SIGTERM" and stopped[0]["step"] == 3
+    assert 0 < stopped[0]["signal_to_durable_s"] < 60
+
+
+def test_the_storage_hook_runs_off_the_loop_after_the_rename(tmp_path):
+    store = CheckpointStore(tmp_path)
+    seen = []
+
+    def hook(path):
+        seen.append((threading.current_thread().name, ckpt.verify(path)))
+
+    saving = saver(store, after_checkpoint=hook)
+    saving.save(2, taking(store, 2))
+    saving.finish()
+    assert seen == [("lockstep-save-2", None)]
 
 
 def test_recommitting_a_step_replaces_an_invalid_checkpoint_of_that_step(tmp_path):
