@@ -52,10 +52,10 @@ class SaveTrigger(TrainerCallback):
 class Checkpointer(Saver):
     """Saves through the store; called by the trainer on every rank.
 
-    At the step boundary the adapter's and the optimizer's tensors are copied to host memory and the
-    small state (scheduler, RNG, trainer state) is written; the worker thread then writes the adapter
-    and optimizer files with the trainer's own writers (the same files as the trainer's own save) and
-    seals the checkpoint. Where the trainer's save is itself collective (FSDP, DeepSpeed), the files are
+    At the step boundary the adapter's and the optimizer's tensors are copied to host memory, the small
+    state (scheduler, scaler, RNG) is written and the trainer's state captured; the worker thread then
+    writes the adapter and optimizer files with the trainer's own writers (the same files as the trainer's
+    own save) and the trainer state, and seals the checkpoint. Where the trainer's save is itself collective (FSDP, DeepSpeed), the files are
     written at the step boundary and only the sealing is left to the worker.
     """
 
