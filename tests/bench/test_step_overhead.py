@@ -4,7 +4,7 @@ At each step the trainer calls lockstep's callbacks and its training_step: count
 tokens, the save trigger (the background write's check, the policy, the stop flag), the metrics
 row (peak memory, a line appended to metrics.jsonl) and the progress bar. Each is timed over many
 calls with the real objects on a real run directory, and compared with the demo's median step time
-measured in the same session (a short `lockstep train`). Not a timed test: it reports.
+measured in the same benchmark run (a short `lockstep train`). Not a timed test: it reports.
 """
 
 from __future__ import annotations
