@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from runner.backends import limits
+from runner.backends import limits, slurm
 from runner.config import RunConfig
 from runner.preflight.env_checks import checkpoint_bytes
 from runner.preflight.memory import ModelShape
@@ -70,21 +70,17 @@ def grace_period(config: RunConfig, backend: str) -> tuple[float, str] | None:
 
 
 def slurm_kill_timing(partition: str | None) -> tuple[float | None, float | None]:
-    """(KillWait, the partition's preemption GraceTime) of the cluster `scontrol` reaches, or None where unknown."""
+    """(KillWait, the partition's preemption GraceTime) of the cluster `scontrol` reaches, or None where unknown
+    (the default partition when none is named)."""
     if shutil.which("scontrol") is None:
         return None, None
-    kill_wait = _scontrol_number(["show", "config"], r"^KillWait\s*=\s*(\d+)")
-    grace = _scontrol_number(["show", "partition", partition], r"\bGraceTime=(\d+)") if partition else None
-    return kill_wait, grace
-
-
-def _scontrol_number(args: list[str], pattern: str) -> float | None:
     try:
-        result = subprocess.run(["scontrol", *args], capture_output=True, text=True, timeout=20)
+        shown = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired):
-        return None
-    match = re.search(pattern, result.stdout, re.MULTILINE) if result.returncode == 0 else None
-    return float(match.group(1)) if match else None
+        return None, None
+    kill_wait = re.search(r"^KillWait\s*=\s*(\d+)", shown.stdout, re.MULTILINE) if shown.returncode == 0 else None
+    grace = (slurm.partition_limits(partition) or {}).get("GraceTime", "")
+    return (float(kill_wait.group(1)) if kill_wait else None), (float(grace) if grace.isdigit() else None)
 
 
 def write_speed(run_dir: Path) -> float | None:
