@@ -81,8 +81,9 @@ def test_several_nodes_make_a_clustered_function(tmp_path):
      "H100:10 exceeds Modal's 8 GPUs per container: use H100:8"),
     (["resources.time_limit=25h"], "exceeds Modal's 24 h per attempt"),
 ])
-def test_limits_fail_before_any_network_call(overrides, expected):
-    sets = [arg for item in ["stack=cu121-torch251-pypi", *overrides] for arg in ("--set", item)]
+def test_limits_fail_before_any_network_call(overrides, expected, tmp_path):
+    # Its own run directory: the config's runs/demo may hold the finished run of a `make train` before `make test`.
+    sets = [arg for item in ["stack=cu121-torch251-pypi", f"output_dir={tmp_path / 'run'}", *overrides] for arg in ("--set", item)]
     result = subprocess.run([sys.executable, "-m", "runner", "train", str(DEMO_CONFIG), "--backend", "modal", *sets],
                             cwd=REPO_ROOT, capture_output=True, text=True, env=os.environ | UNREACHABLE | {"PYTHONPATH": str(REPO_ROOT)},
                             timeout=60)
