@@ -117,6 +117,13 @@ class RunInUse(LockstepError):
     exit_code = 14
 
 
+class ModelError(LockstepError):
+    """The model the config names cannot be fetched, read or converted (a truncated or unsupported GGUF file, a
+    download that failed or does not match its pinned sha256); nothing was trained and nothing half-made was kept."""
+
+    exit_code = 15
+
+
 def report(exc: LockstepError) -> int:
     """Print `exc` the way every lockstep command does and return its exit code."""
     print(f"lockstep: {exc.label}: {exc}", file=sys.stderr)

@@ -114,10 +114,9 @@ def overrides(case: Case, data: Path, output: Path) -> list[str]:
 
 
 def estimated_bytes(case: Case) -> dict[str, float]:
-    from runner.demo.tiny_model import model_config
     from runner.preflight.memory import ModelShape, estimate
 
-    shape = ModelShape.from_config(json.loads(model_config(case.model).read_text()))
+    shape = ModelShape.from_config(json.loads((model_dir(case.model) / "config.json").read_text()))
     result = estimate(shape, weights="fp32", compute_bytes=4, lora_rank=case.lora_rank, batch=case.batch, seq_len=case.seq_len,
                       gradient_checkpointing=case.gradient_checkpointing, overhead_bytes=0,
                       lora_dropout=case.lora_dropout > 0, device="cpu")
@@ -125,12 +124,17 @@ def estimated_bytes(case: Case) -> dict[str, float]:
     return {name: getattr(result, name) for name in parts} | {"total": result.total}
 
 
+def model_dir(name: str) -> Path:
+    """The built-in model's directory (built, or fetched and converted, on first use)."""
+    from runner.models import resolve_model
+
+    return Path(resolve_model(f"builtin:{name}"))
+
+
 def measure(case: Case, *, live: bool = False) -> dict[str, object]:
     """Train `case` in a fresh process; its peak above the libraries' baseline, and the estimate (MiB).
     `live`: glibc returns freed memory at once (RETURN_FREED), and the estimate leaves out its allocator part."""
-    from runner.demo.tiny_model import ensure_built
-
-    ensure_built(case.model)  # here, so that building the model is no part of the run's peak
+    model_dir(case.model)  # here, so that building (or fetching and converting) the model is no part of the run's peak
     baseline = baseline_bytes(live)
     with tempfile.TemporaryDirectory() as tmp:
         data, report = Path(tmp) / "train.jsonl", Path(tmp) / "peak"

@@ -38,7 +38,8 @@ EngineName = Literal["auto", "hf", "unsloth", "mlx"]
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
-    name_or_path: str  # a local directory, a hub id, or builtin:tiny-llama
+    name_or_path: str  # a local directory, a hub id, a .gguf file, or builtin:NAME
+    gguf_file: str | None = None  # a .gguf file inside the directory name_or_path (the same as naming the file itself)
     revision: str | None = None
     trust_remote_code: bool = False
 
@@ -372,15 +373,32 @@ def _check_paths(config: RunConfig) -> list[str]:
                 problems.append(f"{name}: no built-in file {value!r}")
         elif problem := data_file_problem(Path(value)):  # a relative path's problem names where it was looked for
             problems.append(f"{name}: {problem}")
-    model = config.model.name_or_path
-    if model.startswith(BUILTIN_PREFIX):
+    return problems + _model_path_problems(config.model)
+
+
+def _model_path_problems(model: ModelConfig) -> list[str]:
+    name = model.name_or_path
+    if name.startswith(BUILTIN_PREFIX):
         from runner.demo import BUILTIN_MODELS
 
-        if model not in BUILTIN_MODELS:
-            problems.append(f"model.name_or_path: unknown built-in model {model!r}; known: {', '.join(BUILTIN_MODELS)}")
-    elif model.startswith((".", "/", "~")) and not Path(model).expanduser().is_dir():
-        problems.append(f"model.name_or_path: directory not found: {model}")
-    return problems
+        if name not in BUILTIN_MODELS:
+            return [f"model.name_or_path: unknown built-in model {name!r}; known: {', '.join(BUILTIN_MODELS)}"]
+        return ["model.gguf_file: a built-in model has no GGUF file to choose; remove model.gguf_file"] if model.gguf_file else []
+    path = Path(name).expanduser()
+    if model.gguf_file is not None:
+        if not model.gguf_file.lower().endswith(".gguf"):
+            return [f"model.gguf_file: {model.gguf_file!r} is not a .gguf file name"]
+        if not path.is_dir():
+            return [f"model.name_or_path: model.gguf_file needs a local directory here, and {name} is none"]
+        if not (path / model.gguf_file).is_file():
+            inside = sorted(file.name for file in path.glob("*.gguf"))
+            return [f"model.gguf_file: no {model.gguf_file} in {name}" + (f"; it holds {_listed(inside)}" if inside else "")]
+        return []
+    if name.lower().endswith(".gguf"):
+        return [] if path.is_file() else [f"model.name_or_path: GGUF file not found: {name}"]
+    if name.startswith((".", "/", "~")) and not path.is_dir():
+        return [f"model.name_or_path: directory not found: {name}"]
+    return []
 
 
 def data_file_problem(path: Path) -> str | None:

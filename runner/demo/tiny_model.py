@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from runner.util.files import build_once
 
 if TYPE_CHECKING:
     import numpy as np
@@ -44,22 +44,7 @@ def ensure_built(name: str = "tiny-llama") -> Path:
     key = hashlib.sha256()
     for part in (BUILD_VERSION, transformers.__version__, model_config(name).read_text(), TRAIN_FILE.read_text()):
         key.update(part.encode())
-    target = cache_dir() / f"{name}-{key.hexdigest()[:12]}"
-    if (target / "config.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Build beside the target and rename: a concurrent or interrupted build never leaves half a model.
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        build(staging, name)
-        try:
-            staging.rename(target)
-        except OSError:
-            if not (target / "config.json").is_file():  # lost a race only if the winner finished
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    return build_once(cache_dir() / f"{name}-{key.hexdigest()[:12]}", lambda staging: build(staging, name), complete="config.json")
 
 
 def model_config(name: str) -> Path:

@@ -18,8 +18,8 @@ from runner.engines import Result, TrainContext
 from runner.engines.hf_callbacks import MetricsCallback, ProgressCallback, TokenCounter
 from runner.engines.hf_checkpoint import TRAINING_STATE, Checkpointer, SaveTrigger
 from runner.engines.hf_compat import dtype_argument, quiet_libraries, sft_config, tokenizer_argument
-from runner.engines.model_files import load_tokenizer, resolve_model
 from runner.errors import EngineError
+from runner.models import load_tokenizer, resolve_model
 from runner.rundir import ADAPTER_DIR, TRAINER_DIR
 from runner.training import data, distributed
 from runner.training.checkpoint import Checkpoint, Totals
@@ -34,7 +34,7 @@ def train(config: RunConfig, context: TrainContext) -> Result:
     quiet_libraries()
     datasets.disable_progress_bars()
     precision = resolve_precision(config.train.precision)
-    model_path = resolve_model(config.model.name_or_path)
+    model_path = resolve_model(config.model.name_or_path, config.model.gguf_file)
     tokenizer = load_tokenizer(model_path, config)
     train_set = _load_split(config.data.train, config, tokenizer)
     valid_set = _load_split(config.data.valid, config, tokenizer) if config.data.valid else None

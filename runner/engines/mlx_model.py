@@ -13,8 +13,8 @@ import numpy as np
 from mlx.utils import tree_flatten
 
 from runner.config import RunConfig
-from runner.engines.model_files import load_tokenizer, resolve_model
 from runner.errors import EngineError
+from runner.models import load_tokenizer, resolve_model
 
 ADAPTER_WEIGHTS = "adapters.safetensors"  # the names mlx-lm's load(adapter_path=...) reads
 ADAPTER_CONFIG = "adapter_config.json"
@@ -35,7 +35,7 @@ def load(config: RunConfig, precision: str) -> tuple[Any, Any, Path]:
     The tokenizer is the one the hf engine and preflight load, so the tokens trained on are the same."""
     from mlx_lm.utils import _download, load_model
 
-    path = Path(_download(resolve_model(config.model.name_or_path), revision=config.model.revision))
+    path = Path(_download(resolve_model(config.model.name_or_path, config.model.gguf_file), revision=config.model.revision))
     model, _ = load_model(path, trust_remote_code=config.model.trust_remote_code)
     tokenizer = load_tokenizer(str(path), config)
     model.set_dtype(DTYPES[precision])

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from runner.config import BUILTIN_PREFIX, RunConfig
+from runner.errors import ModelError
+from runner.models import from_gguf, gguf, resolve_model
 from runner.preflight.memory import ModelShape
 from runner.problems import Check
 
@@ -29,7 +31,9 @@ class ModelInfo:
 def inspect(config: RunConfig) -> tuple[list[Check], ModelInfo]:
     name = config.model.name_or_path
     try:
-        if name.startswith(BUILTIN_PREFIX):
+        if from_gguf(name, config.model.gguf_file):
+            info = _converted(name, config.model.gguf_file)
+        elif name.startswith(BUILTIN_PREFIX):
             info = _builtin(name)
         elif Path(name).expanduser().is_dir():
             info = _local(Path(name).expanduser())
@@ -84,6 +88,18 @@ def _builtin(name: str) -> ModelInfo:
 
     config = json.loads(tiny_model.model_config(name[len(BUILTIN_PREFIX):]).read_text())
     return _info(config, None, details={"where": "built in, made locally on first use"})
+
+
+def _converted(name: str, gguf_file: str | None) -> ModelInfo:
+    """A model made from a GGUF file: fetched and converted now if the cache has none (training would do the same)."""
+    try:
+        path = Path(resolve_model(name, gguf_file))
+    except ModelError as exc:
+        raise ModelUnreachable(str(exc), "check model.name_or_path (and model.gguf_file)") from exc
+    source = json.loads((path / gguf.SOURCE_FILE).read_text())
+    local = _local(path)
+    where = f"from {source['gguf_file']} ({source['architecture']}, {source['quantization']}), converted into {path}"
+    return ModelInfo(config=local.config, shape=local.shape, weights_bytes=local.weights_bytes, details={"where": where})
 
 
 def _local(path: Path) -> ModelInfo:
@@ -146,7 +162,6 @@ def _hub_weights(hub: Any, repo: str, revision: str | None) -> tuple[int | None,
 
 def load_tokenizer(config: RunConfig) -> Any:
     """The run's tokenizer (for token lengths), exactly as training loads it; raises on failure."""
-    from runner.engines.model_files import load_tokenizer as engine_tokenizer
-    from runner.engines.model_files import resolve_model
+    from runner.models import load_tokenizer as engine_tokenizer
 
-    return engine_tokenizer(resolve_model(config.model.name_or_path), config)
+    return engine_tokenizer(resolve_model(config.model.name_or_path, config.model.gguf_file), config)

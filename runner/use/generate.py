@@ -1,6 +1,7 @@
 """`lockstep generate RUN --prompt TEXT | --file FILE`: the finished run's base model with its adapter
 answers prompts (greedy decoding, so answers repeat). A plain question is written as the run's training
 rows were (runner.training.prompts: their prompt template, or the chat template); --raw sends it as given.
+--compare-base also answers with the base model alone, to show what the fine-tune changed.
 
 An `hf` run generates with transformers + peft here; an `mlx` run with mlx-lm, in the `mlx` stack's
 environment when this one has no MLX (as `lockstep train` does).
@@ -30,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--raw", action="store_true",
                         help="send each prompt exactly as given, in no template (by default a plain question is written "
                              "as the run's training rows were: their prompt template, or the chat template)")
+    parser.add_argument("--compare-base", action="store_true",
+                        help="answer with the base model alone too, beside the fine-tuned answer")
     parser.add_argument("--max-new-tokens", type=_new_token_count, default=64, metavar="N",
                         help="the most tokens each answer may have (default: 64)")
 
@@ -51,18 +54,29 @@ def generate(args: argparse.Namespace) -> int:
         from runner.engines import mlx_inference
 
         answers = mlx_inference.answer(run_dir, config, style.fmt, written, args.max_new_tokens)
+        base = mlx_inference.answer(run_dir, config, style.fmt, written, args.max_new_tokens, adapter=False) if args.compare_base else None
     else:
         from runner.use import inference
 
         model, tokenizer = inference.load(run_dir)
-        answers = [inference.generate(model, tokenizer, prompt_format.prompt_ids(tokenizer, style.fmt, p), args.max_new_tokens)
-                   for p in written]
-    if len(prompts) == 1:
-        print(answers[0])
-    else:
-        for prompt, answer in zip(prompts, answers):
-            print(json.dumps({"prompt": prompt, "completion": answer}, ensure_ascii=False))
+        ids = [prompt_format.prompt_ids(tokenizer, style.fmt, p) for p in written]
+        answers = [inference.generate(model, tokenizer, prompt, args.max_new_tokens) for prompt in ids]
+        base = None
+        if args.compare_base:
+            with model.disable_adapter():  # the same weights, the LoRA layers bypassed
+                base = [inference.generate(model, tokenizer, prompt, args.max_new_tokens) for prompt in ids]
+    _print_answers(prompts, answers, base)
     return 0
+
+
+def _print_answers(prompts: list[str], answers: list[str], base: list[str] | None) -> None:
+    """One prompt: its answer (and the base model's, labelled); several: a JSON line each."""
+    if len(prompts) == 1:
+        print(answers[0] if base is None else f"base model: {base[0]}\nfine-tuned: {answers[0]}")
+        return
+    for index, (prompt, answer) in enumerate(zip(prompts, answers)):
+        row = {"prompt": prompt, "completion": answer} | ({"base_completion": base[index]} if base is not None else {})
+        print(json.dumps(row, ensure_ascii=False))
 
 
 def read_prompts(file: Path) -> list[str]:
@@ -91,7 +105,8 @@ def _in_mlx_environment(args: argparse.Namespace) -> int:
     from runner.util import foreground
 
     python = stack_venv.ensure(stacks.get("mlx"))
-    argv = [str(args.run_dir), "--max-new-tokens", str(args.max_new_tokens), *(["--raw"] if args.raw else [])]
+    argv = [str(args.run_dir), "--max-new-tokens", str(args.max_new_tokens), *(["--raw"] if args.raw else []),
+            *(["--compare-base"] if args.compare_base else [])]
     argv += [f"--prompt={p}" for p in args.prompt] if args.prompt else ["--file", str(args.file)]
     return foreground.run([str(python), "-m", "runner.use.generate", *argv], env=stack_venv.job_environment())
 

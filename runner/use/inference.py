@@ -14,12 +14,12 @@ def load(run_dir: Path) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from runner.engines.hf_compat import quiet_libraries
-    from runner.engines.model_files import resolve_model
+    from runner.models import resolve_model
     from runner.rundir import ADAPTER_DIR, CONFIG_FILE
 
     quiet_libraries()  # the answer and lockstep's one line, not the libraries' loading bar and deprecation notices
     config = yaml.safe_load((run_dir / CONFIG_FILE).read_text())
-    base = resolve_model(config["model"]["name_or_path"])
+    base = resolve_model(config["model"]["name_or_path"], config["model"].get("gguf_file"))
     tokenizer = AutoTokenizer.from_pretrained(run_dir / ADAPTER_DIR)
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), run_dir / ADAPTER_DIR)
     model.eval()

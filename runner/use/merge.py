@@ -21,12 +21,12 @@ def merge(run_dir: Path) -> Path:
 
     from runner import config as config_module
     from runner.engines.hf_compat import dtype_argument, quiet_libraries
-    from runner.engines.model_files import load_tokenizer, resolve_model
+    from runner.models import load_tokenizer, resolve_model
 
     quiet_libraries()
     adapter = _adapter(run_dir)
     config = config_module.load(str(run_dir / CONFIG_FILE), [])
-    base = resolve_model(config.model.name_or_path)
+    base = resolve_model(config.model.name_or_path, config.model.gguf_file)
     model = AutoModelForCausalLM.from_pretrained(base, revision=config.model.revision, trust_remote_code=config.model.trust_remote_code,
                                                  **dtype_argument("auto"))  # the base's own precision, as it was published
     merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()

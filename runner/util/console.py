@@ -22,11 +22,13 @@ def say(message: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
 
-def progress_bar(*, total: int, initial: int = 0, desc: str = "train", unit: str = "step") -> Any:
-    """A tqdm bar on stderr with an ETA; close it (or use it as a context manager) when the work ends."""
+def progress_bar(*, total: int | None, initial: int = 0, desc: str = "train", unit: str = "step", in_bytes: bool = False) -> Any:
+    """A tqdm bar on stderr with an ETA; close it (or use it as a context manager) when the work ends.
+    `in_bytes`: the counts are bytes, shown as kB, MB...."""
     from tqdm.auto import tqdm
 
     _bars[:] = [bar for bar in _bars if not bar.disable]
-    bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr)
+    scale = {"unit": "B", "unit_scale": True, "unit_divisor": 1024} if in_bytes else {"unit": unit}
+    bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, file=sys.stderr, **scale)
     _bars.append(bar)
     return bar

@@ -1,7 +1,7 @@
 """Writing files so a crash or power loss at any moment leaves the old content or the new, never part of either.
 
-`write_atomic` replaces one file; `swap_in` puts a finished directory in place of another; `remove`
-deletes what a crash left, file or directory, and says when it cannot.
+`write_atomic` replaces one file; `swap_in` puts a finished directory in place of another; `build_once`
+makes a cached directory exactly once; `remove` deletes what a crash left, file or directory, and says when it cannot.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import os
 import shutil
 import stat
 import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 # Filesystems that cannot sync a directory say so with one of these; there is nothing more to make durable there.
@@ -45,6 +47,37 @@ def swap_in(staging: Path, final: Path, trash: Path) -> None:
     final.rename(trash)
     staging.rename(final)
     remove(trash)
+
+
+def build_once(target: Path, build: Callable[[Path], None], *, complete: str) -> Path:
+    """`target`, made by `build(staging)` unless it is there already (it is once its file `complete` exists).
+
+    Built in a staging directory beside the target and renamed into place: a concurrent or interrupted
+    build never leaves half of one; a failed build leaves nothing.
+    """
+    if (target / complete).exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        build(staging)
+        _readable_by_all(staging)  # mkdtemp's 0700 (and 0600 files) would keep a shared cache to one user
+        try:
+            staging.rename(target)
+        except OSError:
+            if not (target / complete).exists():  # lost a race only if the winner finished
+                raise
+    finally:
+        remove(staging)
+    return target
+
+
+def _readable_by_all(tree: Path) -> None:
+    """Give `tree` the permissions files get by default under this process's umask (directories searchable)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in (tree, *tree.rglob("*")):
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def remove(path: Path) -> bool:

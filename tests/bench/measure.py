@@ -25,6 +25,12 @@ T = TypeVar("T")
 EXIT_REQUEUE = 75  # "checkpointed, requeue me" (runner.errors.StoppedForRequeue)
 
 
+# The real model (configs/smollm2-chat.yaml's) on the demo's data, whose prompt/completion rows the bare trl script
+# reads too: 20 steps of batch 4, as overrides of the demo config.
+SMOLLM2 = ("model.name_or_path=builtin:smollm2-135m-instruct", "train.per_device_batch_size=4", "train.max_steps=20",
+           "train.learning_rate=1e-3")
+
+
 def rounds(default: int = 3, variable: str = "LOCKSTEP_BENCH_ROUNDS") -> int:
     """How many rounds a comparison runs: the environment `variable`, else `default` (at least 1)."""
     return max(1, int(os.environ.get(variable, default)))

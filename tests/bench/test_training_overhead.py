@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from runner import config
-from runner.engines.model_files import load_tokenizer, resolve_model
+from runner.models import load_tokenizer, resolve_model
 from runner.training import data
 from runner.training.schedule import total_steps
 from tests.bench import measure
@@ -40,6 +40,7 @@ ONE_CHECKPOINT = "checkpoint.every_percent=100"  # lockstep without its periodic
 CASES = {
     "tiny-llama (demo)": (),
     "small-llama": ("model.name_or_path=builtin:small-llama", "train.max_steps=30", "train.learning_rate=1e-3"),
+    "SmolLM2-135M-Instruct (real)": measure.SMOLLM2,
 }
 
 
@@ -130,7 +131,7 @@ def _bare_arguments(run_config: config.RunConfig) -> list[str]:
     assert t.weight_decay == 0 and t.max_grad_norm == 1.0 and run_config.quantization == "none"
     assert t.log_every_steps == 1 and not t.deterministic
     assert run_config.data.format in ("prompt_completion", "auto")
-    model_path = resolve_model(run_config.model.name_or_path)
+    model_path = resolve_model(run_config.model.name_or_path, run_config.model.gguf_file)
     tokenizer = load_tokenizer(model_path, run_config)
     rows = data.read_jsonl(run_config.data.train)
     train_rows = len(data.tokenize(rows, "prompt_completion", tokenizer, t.max_seq_len, run_config.data.train).input_ids)

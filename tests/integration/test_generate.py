@@ -28,6 +28,19 @@ def test_the_readme_example_answers_what_the_demo_learned(demo_run):
 
 
 @pytest.mark.slow
+def test_compare_base_sets_the_base_models_answer_beside_the_fine_tuned_one(demo_run):
+    result = run_lockstep("generate", str(demo_run[0]), "--compare-base", "--prompt", README_QUESTION, "--max-new-tokens", "12")
+    assert result.returncode == 0, result.stderr[-3000:]
+    base, tuned = result.stdout.splitlines()
+    assert tuned == "fine-tuned: The capital of France is Paris."
+    assert base.startswith("base model: ") and "Paris" not in base  # random weights know nothing
+    several = run_lockstep("generate", str(demo_run[0]), "--compare-base", "--prompt", README_QUESTION, "--prompt", "What's the colour of a plum?")
+    rows = [json.loads(line) for line in several.stdout.splitlines()]
+    assert [row["completion"] for row in rows] == ["The capital of France is Paris.", "The colour of a plum is purple."]
+    assert all(row["base_completion"] != row["completion"] for row in rows)
+
+
+@pytest.mark.slow
 def test_raw_sends_the_prompt_as_given(demo_run):
     templated = dataset.PROMPT_TEMPLATE.format(instruction=README_QUESTION)
     result = run_lockstep("generate", str(demo_run[0]), "--raw", "--prompt", templated)

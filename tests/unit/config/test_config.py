@@ -135,6 +135,25 @@ def test_unknown_builtin_model(tmp_path):
     assert "unknown built-in model" in problem and "builtin:tiny-llama" in problem
 
 
+def test_gguf_inputs_that_cannot_be_found_are_named(tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "a.Q4_0.gguf").write_bytes(b"GGUF")
+    cases = {
+        (f"{models}/absent.gguf", None): "model.name_or_path: GGUF file not found: ",
+        (str(models), "b.gguf"): f"model.gguf_file: no b.gguf in {models}; it holds a.Q4_0.gguf",
+        (str(models), "b.bin"): "model.gguf_file: 'b.bin' is not a .gguf file name",
+        (f"{tmp_path}/no-such-dir", "a.Q4_0.gguf"): "model.name_or_path: model.gguf_file needs a local directory",
+        ("builtin:tiny-llama", "a.Q4_0.gguf"): "model.gguf_file: a built-in model has no GGUF file",
+    }
+    for (name, gguf_file), fragment in cases.items():
+        model = {"name_or_path": name} | ({"gguf_file": gguf_file} if gguf_file else {})
+        (problem,) = problems_of(write(tmp_path, {**MINIMAL, "model": model}))
+        assert problem.startswith(fragment), (name, problem)
+    for model in ({"name_or_path": f"{models}/a.Q4_0.gguf"}, {"name_or_path": str(models), "gguf_file": "a.Q4_0.gguf"}):
+        assert cfg.load(write(tmp_path, {**MINIMAL, "model": model}), ()).model == cfg.ModelConfig(**model)
+
+
 @pytest.mark.parametrize(
     "override, fragment",
     [("train.learning_rate", "expected section.key=value"), ("=3", "expected section.key=value"), ("output_dir.x=1", "'output_dir' is not a section")],
