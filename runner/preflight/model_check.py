@@ -94,8 +94,9 @@ def _converted(name: str, gguf_file: str | None) -> ModelInfo:
     """A model made from a GGUF file: fetched and converted now if the cache has none (training would do the same)."""
     try:
         path = Path(resolve_model(name, gguf_file))
-    except ModelError as exc:
-        raise ModelUnreachable(str(exc), "check model.name_or_path (and model.gguf_file)") from exc
+    except ModelError as exc:  # its message names the file; the check's line names the model already
+        raise ModelUnreachable(str(exc).removeprefix(f"{name}: "), "point model.name_or_path (and model.gguf_file) at a whole "
+                               "GGUF file of an architecture transformers loads, or at a Hugging Face directory") from exc
     source = json.loads((path / gguf.SOURCE_FILE).read_text())
     local = _local(path)
     where = f"from {source['gguf_file']} ({source['architecture']}, {source['quantization']}), converted into {path}"

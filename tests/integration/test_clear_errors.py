@@ -55,6 +55,34 @@ def test_lora_targets_that_name_no_layer_are_refused_before_training(tmp_path):
     assert fixed.returncode == 0 and "lora.target_modules ['q_proj', 'v_proj'] each name a layer of the model" in fixed.stdout
 
 
+MODEL_EXIT = 15
+
+
+def test_a_truncated_gguf_file_stops_preflight_and_then_the_job_with_the_fix_and_caches_nothing(tmp_path):
+    """Preflight refuses it (12); waived, training itself stops with the model's own code (15). Nothing is cached."""
+    gguf = pytest.importorskip("gguf", reason="the gguf package is part of the cpu stack")
+    import numpy as np
+
+    whole, cut, run_dir = tmp_path / "whole.gguf", tmp_path / "model.gguf", tmp_path / "run"
+    writer = gguf.GGUFWriter(str(whole), "llama")
+    writer.add_tensor("token_embd.weight", np.ones((64, 64), np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    cut.write_bytes(whole.read_bytes()[:2000])
+    cache = tmp_path / "cache"
+    args = ("train", str(DEMO_CONFIG), "--set", f"output_dir={run_dir}", "--set", f"model.name_or_path={cut}")
+    refused = run_lockstep(*args, extra_env={"LOCKSTEP_CACHE": str(cache)})
+    assert refused.returncode == PREFLIGHT_EXIT, refused.stderr[-3000:]
+    assert f"model: {cut}: not a complete GGUF file (2000 bytes;" in refused.stderr and "cut short" in refused.stderr
+    assert "Traceback" not in refused.stderr and nothing_but_preflight(run_dir)
+    waived = run_lockstep(*args, "--waive", "model", "--waive", "data", extra_env={"LOCKSTEP_CACHE": str(cache)})
+    assert waived.returncode == MODEL_EXIT, waived.stderr[-3000:]
+    assert "not a complete GGUF file" in waived.stderr and "Traceback" not in waived.stderr
+    assert not list(cache.glob("models/gguf-*"))
+
+
 DATA_EXIT = 3
 
 
