@@ -16,6 +16,7 @@ pytestmark = pytest.mark.slow
 EXPECTED_CHECKS = {"lock", "install --require-hashes", "pip check", "installed = lock", "fine-tune the demo (20 steps)"}
 
 
+@pytest.mark.extended  # ~3 min: a fresh venv from the cpu lock and the demo in it, which `make test`'s own set-up and demo runs repeat
 def test_compat_passes_for_cpu_and_skips_an_unlocked_stack_with_the_reason(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "runner.stacks.compat", "cpu", "cu121-torch251", "--out", str(tmp_path)],

@@ -111,8 +111,10 @@ def test_both_cuda_stacks_lock_pytorchs_builds_from_its_index_and_the_rest_from_
     assert {name: (locked / f"{name}.txt").read_bytes() for name in VARIANTS} == first
 
 
-# The Modal stack in every `make test`; the HPC stack's gigabytes (the same code path, another variant) with `nox -s extended`.
-@pytest.mark.parametrize("name", [pytest.param(name, marks=[pytest.mark.extended] if name == "hpc-cu118" else []) for name in VARIANTS])
+# Gigabytes of wheels per stack, the same code path as tests/integration/test_wheelhouse.py's (which `make test` runs on the
+# cpu lock): both CUDA stacks with `nox -s extended`.
+@pytest.mark.extended
+@pytest.mark.parametrize("name", VARIANTS)
 def test_the_wheelhouse_collects_the_lock_and_installs_it_with_no_index(name, locked, mirrored_env, tmp_path):
     wheels = tmp_path / "wheels"
     collect = [sys.executable, "-m", "runner.stacks.wheelhouse", "--lockfiles", str(locked), name, "--dest", str(wheels)]

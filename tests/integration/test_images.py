@@ -48,6 +48,7 @@ def test_image_carries_the_stack_lock_and_commit(built):
     assert info.labels["org.opencontainers.image.revision"].removesuffix("-dirty") == head
 
 
+@pytest.mark.extended  # ~3 min; `make test` trains in the image too, from its SIF, under Slurm (test_slurm.py)
 def test_demo_in_the_container_matches_the_venv_run(built, container_env, tmp_path):
     in_container, in_venv = tmp_path / "container run", tmp_path / "venv run"  # a space in the path on purpose
     result = subprocess.run(

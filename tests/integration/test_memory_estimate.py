@@ -16,9 +16,9 @@ from tests.memory_probe import FITTED, Case, measure
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform != "linux", reason="the CPU estimate models glibc's malloc")]
 
 TOLERANCE = 0.25
-CHECKED = (  # different batch, length, checkpointing, dropout and model; about 60 s in all on two cores
-    Case(batch=4, seq_len=512),
-    Case(batch=4, seq_len=512, gradient_checkpointing=True),
+CHECKED = (  # different batch, length, checkpointing, dropout and model; the small-llama ones (~75 s) with `nox -s extended`
+    pytest.param(Case(batch=4, seq_len=512), marks=pytest.mark.extended),
+    pytest.param(Case(batch=4, seq_len=512, gradient_checkpointing=True), marks=pytest.mark.extended),
     Case(model="tiny-llama", batch=16, seq_len=1024, lora_dropout=0.0),
 )
 

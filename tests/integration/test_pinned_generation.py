@@ -40,6 +40,7 @@ def test_demo_runs_with_the_pinned_generation(pinned_python, tmp_path):
     assert out.stdout.strip().startswith("The capital of France is")
 
 
+@pytest.mark.extended  # ~90 s; the resume code is the same in both generations, and make test resumes in the current one
 def test_exact_resume_with_the_pinned_generation(pinned_python, tmp_path):
     """A SIGKILL, then a SIGTERM, then a resume: the same result as an uninterrupted run (deterministic mode)."""
     args = ("--set", "train.max_steps=40", "--set", "train.deterministic=true")
