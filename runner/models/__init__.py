@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from runner.config import BUILTIN_PREFIX, RunConfig
+from runner.demo.tiny_model import ensure_built
+from runner.models import catalog, gguf, pinned
+from runner.util import cache
 
 
 def resolve_model(name_or_path: str, gguf_file: str | None = None) -> str:
     """The directory (or hub id) the engines load: a hub id or local directory as it is; a built-in model's
     directory, built or fetched on first use; a GGUF file's converted directory, converted on first use."""
-    from runner.models import gguf
-
     if name_or_path.startswith(BUILTIN_PREFIX):
         return str(_builtin(name_or_path[len(BUILTIN_PREFIX) :]))
     if gguf_file is not None:
@@ -26,8 +27,6 @@ def resolve_model(name_or_path: str, gguf_file: str | None = None) -> str:
 
 def from_gguf(name_or_path: str, gguf_file: str | None = None) -> bool:
     """Whether the model is made from a GGUF file (a fetched built-in one, a .gguf path, a directory and its file)."""
-    from runner.models import catalog, gguf
-
     if name_or_path.startswith(BUILTIN_PREFIX):
         return name_or_path[len(BUILTIN_PREFIX) :] in catalog.FETCHED
     return gguf_file is not None or gguf.is_gguf(name_or_path)
@@ -35,21 +34,14 @@ def from_gguf(name_or_path: str, gguf_file: str | None = None) -> bool:
 
 def fetched_file(name: str) -> Path | None:
     """The GGUF file of the fetched built-in model `name` (downloaded first if need be); None for a built one."""
-    from runner.models import catalog, pinned
-    from runner.util import cache
-
     if name not in catalog.FETCHED:
         return None
     return pinned.fetch(catalog.FETCHED[name], cache.root() / "downloads")
 
 
 def _builtin(name: str) -> Path:
-    from runner.models import catalog, gguf
-
     if (file := fetched_file(name)) is not None:
         return gguf.converted(file, sha256=catalog.FETCHED[name].final_sha256)
-    from runner.demo.tiny_model import ensure_built
-
     return ensure_built(name)
 
 

@@ -9,6 +9,7 @@ converted once per machine and a conversion that fails or is interrupted leaves 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter
 from dataclasses import dataclass
@@ -55,7 +56,7 @@ def converted(path: Path, sha256: str | None = None) -> Path:
     `sha256`: the file's, when it is already known (a pinned file); otherwise the file is hashed."""
     if not path.is_file():
         raise ModelError(f"{path}: no such GGUF file; check model.name_or_path (and model.gguf_file)")
-    key = sha256 or file_sha256(path)
+    key = sha256 or _sha256(str(path.resolve()), *_identity(path))
     target = cache_dir() / f"gguf-{key[:16]}-v{CONVERSION_VERSION}"
     if (target / SOURCE_FILE).is_file():
         return target
@@ -63,6 +64,18 @@ def converted(path: Path, sha256: str | None = None) -> Path:
     console.say(f"converting {path.name} ({described.architecture}, {described.parameters / 1e6:.1f}M parameters, "
                 f"{described.quantization}) to a Hugging Face directory, once: {target}")
     return build_once(target, lambda staging: _convert(path, staging, key, described), complete=SOURCE_FILE)
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    info = path.stat()
+    return info.st_size, info.st_mtime_ns
+
+
+@functools.cache
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    """A file's sha256, once per process while its size and time stay (preflight and training each resolve the
+    model, and a GGUF file may be gigabytes)."""
+    return file_sha256(Path(path))
 
 
 def cache_dir() -> Path:

